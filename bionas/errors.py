@@ -1,0 +1,54 @@
+"""Errors that reach the user as a message and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class BionasError(Exception):
+    """Base of every error bionas reports to a user. The CLI prints it and exits."""
+
+    exit_code = 1
+
+
+class SpecError(BionasError):
+    """An invalid run spec or plugin options. Each line names a field path."""
+
+    exit_code = 2
+
+    def __init__(self, errors: Iterable[str], source: str | None = None):
+        self.errors = list(errors)
+        self.source = source
+        head = f"invalid spec {source}" if source else "invalid spec"
+        super().__init__(head + ":\n" + "\n".join(f"  {e}" for e in self.errors))
+
+
+class PluginError(BionasError):
+    """A plugin that cannot be used: unknown, ambiguous, broken or malformed."""
+
+    exit_code = 2
+
+
+class DataError(BionasError):
+    """Missing or malformed data files; the message says what is expected where."""
+
+
+class CheckpointError(BionasError):
+    """A checkpoint that cannot be written, read or applied."""
+
+
+def format_pydantic_errors(error, prefix: str = "") -> list[str]:
+    """One line per pydantic error, located at its full dotted path under `prefix`.
+
+    `search.options.epochs: Input should be greater than 0`
+    """
+    lines = []
+    for item in error.errors():
+        loc = [prefix] if prefix else []
+        loc += [str(part) for part in item["loc"]]
+        path = ".".join(loc).replace(".[", "[")
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field (not allowed here)"
+        lines.append(f"{path}: {msg}" if path else msg)
+    return lines

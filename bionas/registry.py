@@ -1,0 +1,343 @@
+"""The plugin manager: entry-point loading, and one name -> class table per plugin kind.
+
+Plugins are found in the `bionas` entry-point group. Each is a module (or any
+object) whose `@bionas.hookimpl` functions register classes. Loading is lazy
+and happens once per process; `reset()` forgets it (tests use this).
+
+Failure policy:
+* a plugin that raises on import, or registers a malformed class, is
+  reported (entry point, distribution, reason) and skipped; the rest keep
+  working. `BIONAS_STRICT_PLUGINS=1` makes it fatal.
+* `BIONAS_DISABLE_PLUGINS=a,b` skips entry points by name.
+* two plugins registering one name of one kind is an error naming both
+  distributions, raised when that name is used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pluggy
+
+from bionas import hookspecs
+from bionas.__about__ import PROJECT
+from bionas.attacks import Attack
+from bionas.data import Dataset
+from bionas.errors import PluginError
+from bionas.plugin import Plugin, check_plugin_class
+from bionas.rules import LearningRule
+from bionas.search import SearchStrategy
+from bionas.space import Operation
+
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+STRICT_ENV = "BIONAS_STRICT_PLUGINS"
+DISABLE_ENV = "BIONAS_DISABLE_PLUGINS"
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # "rule"
+    plural: str  # "rules", used in messages
+    hook: str  # "bionas_register_rules"
+    base: type[Plugin]
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("rule", "rules", "bionas_register_rules", LearningRule),
+        Kind("op", "ops", "bionas_register_ops", Operation),
+        Kind("search", "search strategies", "bionas_register_search_strategies", SearchStrategy),
+        Kind("dataset", "datasets", "bionas_register_datasets", Dataset),
+        Kind("attack", "attacks", "bionas_register_attacks", Attack),
+    )
+}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One registered plugin class, as `bionas plugins list` shows it."""
+
+    name: str
+    kind: str
+    description: str
+    distribution: str
+    version: str
+    plugin: str  # the entry point (or in-process registration) that registered it
+    cls: type[Plugin]
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "distribution": self.distribution,
+            "version": self.version,
+            "plugin": self.plugin,
+            "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
+        }
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    """A plugin that could not be loaded, or a class it registered that was refused."""
+
+    plugin: str
+    distribution: str
+    version: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"plugin '{self.plugin}' ({self.distribution} {self.version}) was skipped: {self.reason}"
+
+
+@dataclass
+class _Source:
+    """Where a registered plugin object came from."""
+
+    name: str
+    distribution: str
+    version: str
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+class Registry:
+    """Owns the pluggy PluginManager and the per-kind tables built from its hooks."""
+
+    def __init__(self, load_entry_points: bool = True):
+        self.strict = _env_flag(STRICT_ENV)
+        self.disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self._load_problems: list[PluginProblem] = []
+        self._table_problems: list[PluginProblem] = []
+        self._sources: dict[str, _Source] = {}
+        self._tables: dict[str, dict[str, PluginInfo]] = {}
+        self._conflicts: dict[tuple[str, str], list[PluginInfo]] = {}
+        if load_entry_points:
+            self._load_entry_points()
+        self._build_tables()
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @property
+    def problems(self) -> list[PluginProblem]:
+        """Plugins skipped at load, and classes refused at registration."""
+        return self._load_problems + self._table_problems
+
+    def _problem(self, source: _Source, reason: str, at_load: bool = True) -> None:
+        problem = PluginProblem(source.name, source.distribution, source.version, reason)
+        if self.strict:
+            raise PluginError(f"{problem} ({STRICT_ENV} is set)")
+        (self._load_problems if at_load else self._table_problems).append(problem)
+
+    def _load_entry_points(self) -> None:
+        seen = set()
+        for ep in importlib.metadata.entry_points(group=PROJECT):
+            dist = getattr(ep, "dist", None)
+            source = _Source(ep.name, dist.name if dist else "?", dist.version if dist else "?")
+            # One distribution can be visible twice on sys.path (e.g. an editable install
+            # beside a checkout); load each entry point once.
+            if (ep.name, ep.value) in seen or ep.name in self.disabled:
+                continue
+            seen.add((ep.name, ep.value))
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not take the others down
+                self._problem(source, f"import of '{ep.value}' failed: {_one_line(exc)}")
+                continue
+            self._add(plugin, source)
+
+    def _add(self, plugin: object, source: _Source) -> None:
+        if self.pm.is_registered(plugin) or self.pm.has_plugin(source.name):
+            return
+        try:
+            self.pm.register(plugin, name=source.name)
+        except Exception as exc:
+            self._problem(source, f"not a valid plugin: {_one_line(exc)}")
+            return
+        self._sources[source.name] = source
+
+    def register_plugin(self, plugin: object, name: str | None = None, distribution: str = "(in-process)") -> str:
+        """Register an in-process plugin object (a module or instance with hookimpls)."""
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        if self.pm.has_plugin(name):
+            raise PluginError(f"a plugin named '{name}' is already registered")
+        self._add(plugin, _Source(name, distribution, "-"))
+        self._build_tables()
+        return name
+
+    def unregister_plugin(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self._sources.pop(name, None)
+        self._load_problems = [p for p in self._load_problems if p.plugin != name]
+        self._build_tables()
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def _build_tables(self) -> None:
+        self._tables = {kind: {} for kind in KINDS}
+        self._conflicts = {}
+        self._table_problems = []
+        for kind in KINDS.values():
+            caller = getattr(self.pm.hook, kind.hook)
+            for impl in caller.get_hookimpls():
+                source = self._sources[impl.plugin_name]
+                try:
+                    impl.function(register=partial(self._register_class, kind, source))
+                except Exception as exc:
+                    self._problem(source, f"{kind.hook} failed: {_one_line(exc)}", at_load=False)
+
+    def _register_class(self, kind: Kind, source: _Source, cls: type) -> None:
+        try:
+            check_plugin_class(cls, kind.base)
+        except PluginError as exc:  # refuse this class, keep the plugin's others
+            self._problem(source, f"{kind.name} refused: {exc}", at_load=False)
+            return
+        info = PluginInfo(
+            cls.name, kind.name, cls.description.strip(), source.distribution, source.version, source.name, cls
+        )
+        table = self._tables[kind.name]
+        if cls.name in table and table[cls.name].cls is not cls:
+            self._conflicts.setdefault((kind.name, cls.name), [table[cls.name]]).append(info)
+            return
+        table[cls.name] = info
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def list(self, kind: str | None = None) -> list[PluginInfo]:
+        kinds = [check_kind(kind)] if kind else list(KINDS)
+        return [info for k in kinds for _, info in sorted(self._tables[k].items())]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._tables[check_kind(kind)])
+
+    def info(self, kind: str, name: str) -> PluginInfo:
+        kind = check_kind(kind)
+        if (kind, name) in self._conflicts:
+            owners = " and ".join(f"'{i.distribution}' (plugin '{i.plugin}')" for i in self._conflicts[kind, name])
+            raise PluginError(f"{kind} '{name}' is registered by both {owners}; uninstall or disable one")
+        table = self._tables[kind]
+        if name not in table:
+            raise PluginError(unknown_name_message(kind, KINDS[kind].plural, name, sorted(table)))
+        return table[name]
+
+    def get_class(self, kind: str, name: str) -> type[Plugin]:
+        return self.info(kind, name).cls
+
+    def create(self, kind: str, name: str, **options: Any) -> Plugin:
+        return self.get_class(kind, name)(**options)
+
+    def conflicts(self) -> list[str]:
+        return [
+            f"{kind} '{name}' is registered by " + " and ".join(f"'{i.distribution}'" for i in infos)
+            for (kind, name), infos in sorted(self._conflicts.items())
+        ]
+
+    def add_commands(self, app, builtin: set[str], warn: Callable[[str], None]) -> None:
+        """Let plugins add commands to the typer app; a built-in name can't be replaced."""
+        for impl in self.pm.hook.bionas_register_commands.get_hookimpls():
+            before_commands = len(app.registered_commands)
+            before_groups = len(app.registered_groups)
+            try:
+                impl.function(app=app)
+            except Exception as exc:
+                self._problem(self._sources[impl.plugin_name], f"adding commands failed: {_one_line(exc)}")
+                continue
+            new_commands = app.registered_commands[before_commands:]
+            new_groups = app.registered_groups[before_groups:]
+            for item in new_commands + new_groups:
+                name = command_name(item)
+                if name in builtin:
+                    warn(f"plugin '{impl.plugin_name}' tried to replace the built-in command '{name}'; ignored")
+                    (app.registered_commands if item in new_commands else app.registered_groups).remove(item)
+
+
+def command_name(item) -> str:
+    """The CLI name typer gives a registered command or group."""
+    if getattr(item, "name", None):
+        return item.name
+    typer_instance = getattr(item, "typer_instance", None)
+    if typer_instance is not None and typer_instance.info.name:
+        return typer_instance.info.name
+    callback = getattr(item, "callback", None)
+    return callback.__name__.replace("_", "-") if callback else ""
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise PluginError(unknown_name_message("plugin kind", "plugin kinds", kind, list(KINDS)))
+    return kind
+
+
+def unknown_name_message(singular: str, plural: str, name: str, known: list[str]) -> str:
+    """`unknown rule 'usff'. Did you mean: usf? Known rules: bp, fa, usf.`"""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    message = f"unknown {singular} '{name}'."
+    if close:
+        message += f" Did you mean: {', '.join(close)}?"
+    message += f" Known {plural}: {', '.join(known) if known else '(none installed)'}."
+    return message
+
+
+# -- the process-wide registry -------------------------------------------------------------------
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    return _registry
+
+
+def reset() -> None:
+    """Forget the loaded plugins; the next use loads the entry points again (reads the env again)."""
+    global _registry
+    _registry = None
+
+
+def list_plugins(kind: str | None = None) -> list[PluginInfo]:
+    """Every registered plugin, or those of one kind (rule, op, search, dataset, attack)."""
+    return get_registry().list(kind)
+
+
+def get_rule(name: str, **options: Any) -> LearningRule:
+    """The learning rule `name`, made with `options` (validated against its Options)."""
+    return get_registry().create("rule", name, **options)
+
+
+def get_op(name: str, **options: Any) -> Operation:
+    """The search-space operation `name`, made with `options`."""
+    return get_registry().create("op", name, **options)
+
+
+def get_search(name: str, **options: Any) -> SearchStrategy:
+    """The search strategy `name`, made with `options`."""
+    return get_registry().create("search", name, **options)
+
+
+def get_dataset(name: str, **options: Any) -> Dataset:
+    """The dataset `name`, made with `options`."""
+    return get_registry().create("dataset", name, **options)
+
+
+def get_attack(name: str, **options: Any) -> Attack:
+    """The attack `name`, made with `options`."""
+    return get_registry().create("attack", name, **options)
