@@ -23,6 +23,8 @@ from bionas.registry import (
 from bionas.rules import FeedbackRule, LearningRule, alignment, convert, exact_gradients
 from bionas.search import SearchResult, SearchStrategy
 from bionas.space import Operation
+from bionas.spec import load_spec
+from bionas.pipeline import RunResult, run
 
 __all__ = [
     "__version__",
@@ -50,4 +52,7 @@ __all__ = [
     "SpecError",
     "PluginError",
     "DataError",
+    "load_spec",
+    "run",
+    "RunResult",
 ]

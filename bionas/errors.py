@@ -44,11 +44,13 @@ def format_pydantic_errors(error, prefix: str = "") -> list[str]:
     """
     lines = []
     for item in error.errors():
-        loc = [prefix] if prefix else []
-        loc += [str(part) for part in item["loc"]]
-        path = ".".join(loc).replace(".[", "[")
+        path = prefix
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
             msg = "unknown field (not allowed here)"
+        elif item["type"] == "value_error" and "error" in item.get("ctx", {}):
+            msg = str(item["ctx"]["error"])  # without pydantic's "Value error, " prefix
         lines.append(f"{path}: {msg}" if path else msg)
     return lines

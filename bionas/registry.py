@@ -44,7 +44,8 @@ DISABLE_ENV = "BIONAS_DISABLE_PLUGINS"
 @dataclass(frozen=True)
 class Kind:
     name: str  # "rule"
-    plural: str  # "rules", used in messages
+    singular: str  # "rule", "search strategy": used in messages
+    plural: str  # "rules", "search strategies"
     hook: str  # "bionas_register_rules"
     base: type[Plugin]
 
@@ -52,11 +53,11 @@ class Kind:
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
-        Kind("rule", "rules", "bionas_register_rules", LearningRule),
-        Kind("op", "ops", "bionas_register_ops", Operation),
-        Kind("search", "search strategies", "bionas_register_search_strategies", SearchStrategy),
-        Kind("dataset", "datasets", "bionas_register_datasets", Dataset),
-        Kind("attack", "attacks", "bionas_register_attacks", Attack),
+        Kind("rule", "rule", "rules", "bionas_register_rules", LearningRule),
+        Kind("op", "op", "ops", "bionas_register_ops", Operation),
+        Kind("search", "search strategy", "search strategies", "bionas_register_search_strategies", SearchStrategy),
+        Kind("dataset", "dataset", "datasets", "bionas_register_datasets", Dataset),
+        Kind("attack", "attack", "attacks", "bionas_register_attacks", Attack),
     )
 }
 
@@ -119,7 +120,8 @@ def _env_flag(name: str) -> bool:
 class Registry:
     """Owns the pluggy PluginManager and the per-kind tables built from its hooks."""
 
-    def __init__(self, load_entry_points: bool = True):
+    def __init__(self, load_entry_points: bool = True, distributions: set[str] | None = None):
+        """`distributions` restricts entry points to those distributions (e.g. {"bionas"} for the docs)."""
         self.strict = _env_flag(STRICT_ENV)
         self.disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
         self.pm = pluggy.PluginManager(PROJECT)
@@ -129,6 +131,7 @@ class Registry:
         self._sources: dict[str, _Source] = {}
         self._tables: dict[str, dict[str, PluginInfo]] = {}
         self._conflicts: dict[tuple[str, str], list[PluginInfo]] = {}
+        self._distributions = distributions
         if load_entry_points:
             self._load_entry_points()
         self._build_tables()
@@ -154,6 +157,8 @@ class Registry:
             # One distribution can be visible twice on sys.path (e.g. an editable install
             # beside a checkout); load each entry point once.
             if (ep.name, ep.value) in seen or ep.name in self.disabled:
+                continue
+            if self._distributions is not None and source.distribution not in self._distributions:
                 continue
             seen.add((ep.name, ep.value))
             try:
@@ -234,7 +239,7 @@ class Registry:
             raise PluginError(f"{kind} '{name}' is registered by both {owners}; uninstall or disable one")
         table = self._tables[kind]
         if name not in table:
-            raise PluginError(unknown_name_message(kind, KINDS[kind].plural, name, sorted(table)))
+            raise PluginError(unknown_name_message(KINDS[kind].singular, KINDS[kind].plural, name, sorted(table)))
         return table[name]
 
     def get_class(self, kind: str, name: str) -> type[Plugin]:

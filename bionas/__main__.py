@@ -1,0 +1,5 @@
+"""`python -m bionas` is the `bionas` command."""
+
+from bionas.cli import main
+
+main()

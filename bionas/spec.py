@@ -1,0 +1,367 @@
+"""The run spec: pydantic models, two-phase validation, and the JSON schema.
+
+Phase 1 validates the skeleton (sections, types, ranges). Phase 2 resolves
+every plugin a spec names (dataset, rules, ops, search, attacks) through the
+registry and validates its options against that plugin's `Options`, so errors
+carry their full path: `search.options.epochs: Input should be greater than 0`.
+The resolved spec holds each plugin's options with every default filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from bionas.errors import BionasError, PluginError, SpecError, format_pydantic_errors
+from bionas.registry import KINDS, Registry, get_registry
+
+# DARTS's eight operations and the paper's four rules (REFERENCES.md, "The method").
+DARTS_OPS = [
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+]
+PAPER_RULES = ["usf", "brsf", "frsf", "fa"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def parse_fraction(value: Any) -> float:
+    """`8/255`, `"0.3"` or `0.3` -> float; used for attack budgets written as k/255."""
+    if isinstance(value, str):
+        try:
+            return float(Fraction(value.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}") from None
+    return value
+
+
+Fractional = Annotated[float, BeforeValidator(parse_fraction), Field(ge=0)]
+
+
+class PluginRef(Section):
+    """A plugin by name, with its options. A plain string is shorthand for `{name: ...}`."""
+
+    name: str = Field(description="Registered plugin name (see `bionas plugins list`).")
+    options: dict[str, Any] = Field(default_factory=dict, description="The plugin's options (see its Options).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class FixedRules(Section):
+    """Rules of the layers outside searched edges; recorded in the genotype."""
+
+    stem: PluginRef = Field(default="bp", description="Rule of the stem convolution.")
+    preprocess: PluginRef = Field(
+        default="bp", description="Rule of each cell's input preprocessing (1x1 convs, FactorizedReduce)."
+    )
+    classifier: PluginRef = Field(default="bp", description="Rule of the final linear classifier.")
+    auxiliary: PluginRef = Field(default="bp", description="Rule of the auxiliary head's layers.")
+
+
+class SpaceSpec(Section):
+    """The search space: candidate (operation, rule) pairs on every edge of the DARTS cell."""
+
+    ops: list[str] = Field(
+        default_factory=lambda: list(DARTS_OPS),
+        min_length=1,
+        description="Operations on each edge. Parametric ones appear once per rule, parameter-free ones once.",
+    )
+    rules: list[PluginRef] = Field(
+        default_factory=lambda: list(PAPER_RULES),
+        min_length=1,
+        description="Learning rules a parametric operation may learn by (any registered rule).",
+    )
+    fixed_rules: FixedRules = Field(default_factory=FixedRules, description="Rules of the non-searched layers.")
+    channels: int = Field(default=16, gt=0, description="Initial channels of the supernet (DARTS: 16).")
+    cells: int = Field(default=8, gt=0, description="Cells of the supernet (DARTS: 8).")
+    nodes: int = Field(default=4, gt=0, description="Intermediate nodes per cell (DARTS: 4).")
+    stem_multiplier: int = Field(default=3, gt=0, description="Stem output channels = stem_multiplier * channels.")
+    partial_channels: int = Field(
+        default=1, ge=1, description="PC-DARTS K: 1/K of the channels go through the mixed op (1 = off)."
+    )
+    edge_normalization: bool = Field(default=False, description="PC-DARTS edge normalization (beta weights).")
+
+
+class SearchSpec(PluginRef):
+    """The search strategy and the share of the training split used to validate the architecture."""
+
+    name: str = Field(description="Search strategy (darts, egnas, random, or a plugin's).")
+    arch_fraction: float = Field(
+        default=0.5, gt=0, lt=1, description="Share of the training split held out for architecture steps."
+    )
+
+
+class RetrainSpec(Section):
+    """Retraining the derived network; defaults are the DARTS CIFAR evaluation recipe."""
+
+    epochs: int = Field(default=600, gt=0, description="Training epochs (DARTS: 600).")
+    batch_size: int = Field(default=96, gt=0, description="Minibatch size (DARTS: 96).")
+    channels: int = Field(default=36, gt=0, description="Initial channels of the derived network (DARTS: 36).")
+    cells: int = Field(default=20, gt=0, description="Cells of the derived network (DARTS: 20).")
+    optimizer: str = Field(default="sgd", description="timm optimizer name (create_optimizer_v2).")
+    lr: float = Field(default=0.025, gt=0, description="Initial learning rate (DARTS: 0.025).")
+    lr_min: float = Field(default=0.0, ge=0, description="Final learning rate of the cosine schedule.")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum.")
+    weight_decay: float = Field(default=3e-4, ge=0, description="Weight decay (DARTS: 3e-4).")
+    scheduler: str = Field(default="cosine", description="timm scheduler name (create_scheduler_v2).")
+    warmup_epochs: int = Field(default=0, ge=0, description="Linear learning-rate warm-up epochs.")
+    grad_clip: float | None = Field(default=5.0, gt=0, description="Gradient-norm clip (DARTS: 5); null = off.")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="Label smoothing (DARTS ImageNet: 0.1).")
+    auxiliary: bool = Field(default=True, description="Auxiliary head after cell 2*cells//3.")
+    auxiliary_weight: float = Field(default=0.4, ge=0, description="Weight of the auxiliary loss (DARTS: 0.4).")
+    drop_path: float = Field(default=0.2, ge=0, lt=1, description="Final drop-path probability, scaled linearly.")
+    cutout: int = Field(default=16, ge=0, description="Cutout length in pixels (DARTS: 16); 0 = off.")
+
+
+class AttackSpec(PluginRef):
+    """An attack, with an optional sweep over its budget."""
+
+    name: str = Field(description="Attack (fgsm, pgd, apgd, square, onepixel, transfer, or a plugin's).")
+    eps: list[Fractional] | None = Field(
+        default=None, description="Budgets to sweep, e.g. [2/255, 8/255]; null = the attack's own eps."
+    )
+
+
+class EvaluationSpec(Section):
+    """Test accuracy and adversarial robustness of the retrained network."""
+
+    attacks: list[AttackSpec] = Field(default_factory=list, description="Attacks to run on the test split.")
+    points: int | None = Field(
+        default=1000, gt=0, description="Test points attacked (the first N, fixed order); null = all."
+    )
+    batch_size: int = Field(default=256, gt=0, description="Batch size of evaluation and attacks.")
+
+
+class RuntimeSpec(Section):
+    """How fast: precision, memory layout, compilation, data workers."""
+
+    amp: Literal["auto", "bf16", "off"] = Field(
+        default="auto", description="bf16 autocast: auto = on CUDA only, bf16 = always, off = never."
+    )
+    channels_last: bool = Field(default=True, description="channels_last memory format on CUDA.")
+    compile: bool = Field(default=False, description="torch.compile the model.")
+    workers: int = Field(default=4, ge=0, description="DataLoader workers for data sets not held in memory.")
+
+
+class OutputSpec(Section):
+    """Where and what a run writes."""
+
+    dir: str = Field(default="runs/{name}", description="Run directory; {name} is the spec's name.")
+    plots: bool = Field(default=True, description="Write PNG plots (training curves, cells, robustness).")
+
+
+GenotypeSource = Union[str, dict[str, Any]]
+
+
+class Spec(Section):
+    """A bionas run: search -> genotype -> retrain -> test -> attacks -> report."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; also names the run directory.")
+    seed: int = Field(default=0, ge=0, description="Seed of every random choice of the run.")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
+    dataset: PluginRef = Field(description="The data set plugin and its options.")
+    space: SpaceSpec = Field(default_factory=SpaceSpec, description="The search space.")
+    search: SearchSpec | None = Field(default=None, description="The search stage; null when a genotype is given.")
+    genotype: GenotypeSource | None = Field(
+        default=None, description="A genotype (path to genotype.json, or inline) to retrain instead of searching."
+    )
+    retrain: RetrainSpec | None = Field(
+        default_factory=RetrainSpec, description="The retrain stage; null to stop after the search."
+    )
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Test and attack stage.")
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Speed settings.")
+    output: OutputSpec = Field(default_factory=OutputSpec, description="Outputs.")
+
+    def stage_errors(self) -> list[str]:
+        """What makes the stages of this spec not fit together."""
+        if self.search is not None and self.genotype is not None:
+            return ["search: give either a search section or a genotype, not both"]
+        if self.search is None and self.genotype is None:
+            return ["search: missing; give a search section, or a genotype to retrain"]
+        return []
+
+    def plugin_refs(self) -> Iterator[tuple[str, str, PluginRef]]:
+        """(spec path, plugin kind, reference) for every plugin the spec names."""
+        yield "dataset", "dataset", self.dataset
+        for i, rule in enumerate(self.space.rules):
+            yield f"space.rules[{i}]", "rule", rule
+        for field in FixedRules.model_fields:
+            yield f"space.fixed_rules.{field}", "rule", getattr(self.space.fixed_rules, field)
+        if self.search is not None:
+            yield "search", "search", self.search
+        for i, attack in enumerate(self.evaluation.attacks):
+            yield f"evaluation.attacks[{i}]", "attack", attack
+
+    def run_dir(self) -> Path:
+        return Path(self.output.dir.format(name=self.name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; what `resolved_spec.json` of a run holds."""
+        return self.model_dump(mode="json")
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError([f"file not found: {path.resolve()}"]) from None
+    except OSError as exc:
+        raise BionasError(f"cannot read spec file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise SpecError([f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"], str(path)) from None
+    if not isinstance(data, dict):
+        raise SpecError([f"the top level must be a mapping of sections, got {type(data).__name__}"], str(path))
+    return data
+
+
+def load_spec(
+    source: str | Path | dict[str, Any] | Spec,
+    overrides: dict[str, Any] | None = None,
+    registry: Registry | None = None,
+) -> Spec:
+    """Read (YAML, JSON, dict) and validate a spec in two phases; raises SpecError listing every problem.
+
+    `overrides` replaces top-level fields before validation (the CLI's --device).
+    """
+    if isinstance(source, Spec):
+        data, label = source.model_dump(), None
+    elif isinstance(source, dict):
+        data, label = source, None
+    else:
+        data, label = read_spec_file(source), str(source)
+    data = {**data, **(overrides or {})}
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_pydantic_errors(err), label) from None
+    errors = spec.stage_errors() + resolve_plugins(spec, registry or get_registry())
+    if errors:
+        raise SpecError(errors, label)
+    return spec
+
+
+def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
+    """Phase 2: every named plugin exists; its options validate. Fills option defaults in place."""
+    errors = []
+    for path, kind, ref in spec.plugin_refs():
+        try:
+            cls = registry.get_class(kind, ref.name)
+        except PluginError as exc:
+            errors.append(f"{path}.name: {exc}")
+            continue
+        try:
+            ref.options = cls.Options.model_validate(ref.options).model_dump(mode="json")
+        except ValidationError as err:
+            errors += format_pydantic_errors(err, prefix=f"{path}.options")
+    for i, op in enumerate(spec.space.ops):
+        try:
+            registry.get_class("op", op)
+        except PluginError as exc:
+            errors.append(f"space.ops[{i}]: {exc}")
+    return errors
+
+
+# -- JSON schema ---------------------------------------------------------------------------------
+
+
+def _plugin_union(registry: Registry, kind: str, base: type[PluginRef]) -> Any:
+    """The type of a plugin reference in the schema: a union over installed plugins, keyed by name.
+
+    With one plugin there is no union to discriminate; with none, the generic reference.
+    """
+    infos = registry.list(kind)
+    if not infos:
+        return base
+    models = []
+    for info in infos:
+        title = kind.capitalize() + "".join(part.capitalize() for part in re.split(r"[-_.]", info.name))
+        # A subclass only to give the schema a readable name: every plugin's class is "Options".
+        options = create_model(f"{title}Options", __base__=info.cls.Options, __doc__=info.cls.Options.__doc__)
+        description = f"Options of {kind} '{info.name}'."
+        if any(f.is_required() for f in options.model_fields.values()):
+            options_field = (options, Field(description=description))
+        else:
+            options_field = (options, Field(default_factory=options, description=description))
+        models.append(
+            create_model(
+                title,
+                __base__=base,
+                __doc__=info.description,
+                name=(Literal[info.name], Field(description=info.description)),
+                options=options_field,
+            )
+        )
+    names = Literal[tuple(info.name for info in infos)]  # string shorthand
+    if len(models) == 1:
+        return Union[names, models[0]]
+    return Union[names, Annotated[Union[tuple(models)], Field(discriminator="name")]]
+
+
+def spec_model(registry: Registry | None = None) -> type[Spec]:
+    """Spec with every plugin reference typed by the installed plugins' options (for the schema)."""
+    registry = registry or get_registry()
+    rule = _plugin_union(registry, "rule", PluginRef)
+    op_names = registry.names("op")
+    fixed = create_model(
+        "FixedRules",
+        __base__=FixedRules,
+        **{f: (rule, Field(default="bp", description=i.description)) for f, i in FixedRules.model_fields.items()},
+    )
+    space_fields = {
+        "rules": (list[rule], SpaceSpec.model_fields["rules"]),
+        "fixed_rules": (fixed, SpaceSpec.model_fields["fixed_rules"]),
+    }
+    if op_names:
+        space_fields["ops"] = (list[Literal[tuple(op_names)]], SpaceSpec.model_fields["ops"])
+    space = create_model("SpaceSpec", __base__=SpaceSpec, **space_fields)
+    evaluation = create_model(
+        "EvaluationSpec",
+        __base__=EvaluationSpec,
+        attacks=(list[_plugin_union(registry, "attack", AttackSpec)], EvaluationSpec.model_fields["attacks"]),
+    )
+    return create_model(
+        "Spec",
+        __base__=Spec,
+        dataset=(_plugin_union(registry, "dataset", PluginRef), Spec.model_fields["dataset"]),
+        space=(space, Field(default_factory=space, description=Spec.model_fields["space"].description)),
+        search=(_plugin_union(registry, "search", SearchSpec) | None, Spec.model_fields["search"]),
+        evaluation=(
+            evaluation,
+            Field(default_factory=evaluation, description=Spec.model_fields["evaluation"].description),
+        ),
+    )
+
+
+def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
+    """The JSON schema of a spec, including every installed plugin's options."""
+    schema = spec_model(registry).model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "bionas run spec"
+    return schema
+
+
+__all__ = ["Spec", "load_spec", "spec_json_schema", "KINDS"]

@@ -1,0 +1,158 @@
+"""The `bionas` command through Typer's CliRunner: output, exit codes, no tracebacks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import bionas
+from bionas import registry
+from bionas.cli import build_app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(build_app(), list(args))
+
+
+def write_spec(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"bionas {bionas.__version__}"
+
+
+def test_plugins_list_json_is_valid_and_complete(toy_plugins):
+    result = invoke("plugins", "list", "--json")
+    assert result.exit_code == 0
+    payload = json.loads(result.stdout)
+    listed = {(p["kind"], p["name"]) for p in payload["plugins"]}
+    assert listed == {(info.kind, info.name) for info in bionas.list_plugins()}
+    assert ("search", "toy_search") in listed
+    toy = next(p for p in payload["plugins"] if p["name"] == "toy_op")
+    assert set(toy) >= {"name", "kind", "description", "distribution", "version"}
+
+
+def test_plugins_list_table_and_kind_filter(toy_plugins):
+    result = invoke("plugins", "list", "--kind", "attack")
+    assert result.exit_code == 0
+    assert "toy_attack" in result.stdout and "toy_rule" not in result.stdout
+    bad = invoke("plugins", "list", "--kind", "atack")
+    assert bad.exit_code == 2 and "Did you mean: attack" in bad.stderr and "Traceback" not in bad.output
+
+
+def test_validate_valid_spec(toy_plugins, tmp_path):
+    result = invoke("validate", str(write_spec(tmp_path / "s.yaml", toy_plugins.spec())))
+    assert result.exit_code == 0 and result.stdout.strip() == "valid"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"dataset": {"name": "toy_dta"}}, "dataset.name: unknown dataset 'toy_dta'. Did you mean: toy_data?"),
+        ({"seed": "x"}, "seed: Input should be a valid integer"),
+        ({"search": {"name": "toy_search", "options": {"epohcs": 2}}}, "search.options.epohcs: unknown field"),
+        ({"dataset": None}, "dataset: Input should be a valid dictionary"),
+    ],
+)
+def test_validate_invalid_spec_exits_2_naming_the_path(toy_plugins, tmp_path, change, expected):
+    result = invoke("validate", str(write_spec(tmp_path / "s.yaml", toy_plugins.spec(**change))))
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_validate_missing_section_and_missing_file(toy_plugins, tmp_path):
+    spec = toy_plugins.spec()
+    del spec["dataset"]
+    result = invoke("validate", str(write_spec(tmp_path / "s.yaml", spec)))
+    assert result.exit_code == 2 and "dataset: Field required" in result.stderr
+    missing = invoke("validate", str(tmp_path / "nope.yaml"))
+    assert missing.exit_code == 2 and "file not found" in missing.stderr
+
+
+def test_schema_prints_json_with_plugin_options(toy_plugins):
+    result = invoke("schema")
+    assert result.exit_code == 0
+    assert "SearchToySearch" in json.loads(result.stdout)["$defs"]
+
+
+def test_run_validates_and_writes_the_resolved_spec(toy_plugins, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", toy_plugins.spec())
+    result = invoke("run", str(spec), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    resolved = json.loads((tmp_path / "run" / "resolved_spec.json").read_text())
+    assert resolved["search"]["options"] == {"epochs": 2}
+
+
+def test_run_rejects_a_bad_device(toy_plugins, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", toy_plugins.spec())
+    result = invoke("run", str(spec), "--device", "tpu")
+    assert result.exit_code == 2 and "device: String should match pattern" in result.stderr
+
+
+def test_plugin_commands_are_added_but_cannot_replace_builtins():
+    class Plugin:
+        @bionas.hookimpl
+        def bionas_register_commands(self, app):
+            @app.command("hello")
+            def hello():
+                print("hello from a plugin")
+
+            @app.command("validate")
+            def hijack():
+                print("hijacked")
+
+    registry.get_registry().register_plugin(Plugin(), "cmds")
+    app = build_app()
+    assert runner.invoke(app, ["hello"]).stdout.strip() == "hello from a plugin"
+    result = runner.invoke(app, ["validate", "nope.yaml"])
+    assert "hijacked" not in result.stdout and result.exit_code == 2
+
+
+def test_plugin_command_errors_are_reported_not_raised():
+    class Plugin:
+        @bionas.hookimpl
+        def bionas_register_commands(self, app):
+            @app.command("fails")
+            def fails():
+                raise bionas.DataError("no data in /nowhere")
+
+    registry.get_registry().register_plugin(Plugin(), "failing")
+    result = runner.invoke(build_app(), ["fails"])
+    assert result.exit_code == 1 and "error: no data in /nowhere" in result.stderr
+
+
+def test_every_command_works_with_a_broken_plugin_installed(make_distribution, toy_rule_source, tmp_path):
+    make_distribution("broken-dist", {"broken_mod": "raise ImportError('missing libfoo')\n"}, {"broken": "broken_mod"})
+    make_distribution("good-dist", {"good_mod": toy_rule_source.format(name="good_rule")}, {"good": "good_mod"})
+    registry.reset()
+    for args in (["--version"], ["plugins", "list"], ["plugins", "list", "--json"], ["schema"]):
+        result = invoke(*args)
+        assert result.exit_code == 0, (args, result.output)
+    listing = invoke("plugins", "list")
+    assert "good_rule" in listing.stdout
+    assert "plugin 'broken' (broken-dist 1.0) was skipped" in listing.stderr and "missing libfoo" in listing.stderr
+    payload = json.loads(invoke("plugins", "list", "--json").stdout)
+    assert payload["problems"][0]["plugin"] == "broken"
+
+
+def test_strict_mode_exits_nonzero_with_a_broken_plugin(make_distribution):
+    make_distribution("broken-dist", {"broken_mod": "raise ImportError('missing libfoo')\n"}, {"broken": "broken_mod"})
+    env_result = subprocess.run(
+        [sys.executable, "-m", "bionas", "plugins", "list"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, registry.STRICT_ENV: "1"},
+    )
+    assert env_result.returncode == 2
+    assert "broken-dist" in env_result.stderr and "BIONAS_STRICT_PLUGINS" in env_result.stderr
+    assert "Traceback" not in env_result.stderr
