@@ -1,0 +1,189 @@
+"""Checkpoints in safetensors: nested training state, JSON metadata, atomic writes, no pickle.
+
+A training state is any nesting of dicts and lists whose leaves are tensors or
+JSON values (a model's state_dict, an optimizer's, a scheduler's, a history,
+RNG states). `save_state` stores the tensors in a safetensors file and the
+structure (with the JSON leaves) in its metadata, so every file of a run loads
+with `safetensors` and `json` alone. Writes go to a temporary file that is
+renamed over the old one: an interruption leaves the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from bionas.errors import CheckpointError
+
+_TENSOR = "__tensor__"
+STATE_KEY = "bionas.state"
+META_KEY = "bionas.meta"
+
+
+def _flatten(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        tensors[prefix] = value
+        return {_TENSOR: prefix}
+    if isinstance(value, Mapping):
+        if any(not isinstance(k, (str, int)) for k in value):
+            raise CheckpointError(f"state at '{prefix}' has keys that are neither str nor int")
+        # JSON keys are strings; remember which were ints (optimizer states are keyed by int).
+        items = {str(k): _flatten(v, f"{prefix}/{k}" if prefix else str(k), tensors) for k, v in value.items()}
+        int_keys = [str(k) for k in value if isinstance(k, int)]
+        return {"__dict__": items, "__int_keys__": int_keys} if int_keys else {"__dict__": items}
+    if isinstance(value, (list, tuple)):
+        return {"__list__": [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(value)]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise CheckpointError(f"cannot store a {type(value).__name__} at '{prefix}' in a checkpoint (tensors and JSON only)")
+
+
+def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if _TENSOR in value:
+            return tensors[value[_TENSOR]]
+        if "__list__" in value:
+            return [_unflatten(v, tensors) for v in value["__list__"]]
+        int_keys = set(value.get("__int_keys__", ()))
+        return {(int(k) if k in int_keys else k): _unflatten(v, tensors) for k, v in value["__dict__"].items()}
+    return value
+
+
+def _contiguous_unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied weights): store copies of those."""
+    out, seen = {}, set()
+    for key, tensor in tensors.items():
+        tensor = tensor.detach().cpu()
+        ptr = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes()) if tensor.numel() else None
+        if ptr in seen or not tensor.is_contiguous():
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        elif ptr is not None:
+            seen.add(ptr)
+        out[key] = tensor
+    return out
+
+
+def save_state(path: str | Path, state: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write `state` (tensors + JSON leaves) and `metadata` (JSON) to `path` atomically."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _flatten(dict(state), "", tensors)
+    header = {STATE_KEY: json.dumps(structure), META_KEY: json.dumps(dict(metadata or {}))}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(_contiguous_unshared(tensors), str(tmp), metadata=header)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def load_state(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, metadata) of a checkpoint written by `save_state`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        tensors = load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    if STATE_KEY not in header:
+        raise CheckpointError(f"{path} is a safetensors file but not a bionas checkpoint (no '{STATE_KEY}' header)")
+    return _unflatten(json.loads(header[STATE_KEY]), tensors), json.loads(header.get(META_KEY, "{}"))
+
+
+# -- RNG states ----------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global generator a training loop may draw from: torch (CPU, CUDA), Python, NumPy."""
+    numpy_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": json.loads(json.dumps(random.getstate())),
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        ("MT19937", numpy_state["key"].numpy().astype(np.uint32), numpy_state["pos"],
+         numpy_state["has_gauss"], numpy_state["gauss"])
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# -- identity of a spec --------------------------------------------------------------------------
+
+
+def spec_hash(spec_dict: Mapping[str, Any]) -> str:
+    """A short stable hash of a resolved spec (its JSON with sorted keys)."""
+    return hashlib.sha256(json.dumps(spec_dict, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def diff_dicts(old: Any, new: Any, path: str = "") -> list[str]:
+    """Human-readable differences between two JSON-like values: `retrain.epochs: 600 -> 10`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append(f"{sub}: added")
+            elif key not in new:
+                out.append(f"{sub}: removed")
+            else:
+                out += diff_dicts(old[key], new[key], sub)
+        return out
+    return [] if old == new else [f"{path}: {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
+    """load_state_dict that says exactly what differs when the model and the checkpoint disagree."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if tuple(own[k].shape) != tuple(state[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        lines = [f"the {what} does not fit this model:"]
+        for label, items in (("missing in the checkpoint", missing), ("not in the model", unexpected)):
+            if items:
+                lines.append(f"  {label} ({len(items)}): {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}")
+        if shapes:
+            lines.append(f"  shape mismatches ({len(shapes)}): " + "; ".join(shapes[:8]))
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state)
