@@ -187,3 +187,55 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
             lines.append(f"  shape mismatches ({len(shapes)}): " + "; ".join(shapes[:8]))
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(state)
+
+
+class Checkpointer:
+    """The checkpoint of one stage of a run (`search`, `retrain`, ...): save each epoch, load to resume.
+
+    `save(state, epoch)` adds the global RNG states and metadata (stage, epoch,
+    spec hash, versions) and writes atomically; `load()` returns the saved state
+    (RNG states restored) or None when the stage has no checkpoint yet. A
+    checkpoint written by a different spec is refused with the fields that differ.
+    """
+
+    def __init__(self, path: str | Path, stage: str, spec: Mapping[str, Any] | None = None,
+                 versions: Mapping[str, str] | None = None):
+        self.path = Path(path)
+        self.stage = stage
+        self.spec = dict(spec or {})
+        self.versions = dict(versions or {})
+
+    def metadata(self, epoch: int) -> dict[str, Any]:
+        return {"stage": self.stage, "epoch": epoch, "spec_hash": spec_hash(self.spec), "spec": self.spec,
+                "versions": self.versions}
+
+    def save(self, state: Mapping[str, Any], epoch: int) -> Path:
+        return save_state(self.path, {**state, "rng": rng_state()}, self.metadata(epoch))
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def load(self, device: str | torch.device = "cpu") -> dict[str, Any] | None:
+        if not self.exists():
+            return None
+        state, meta = load_state(self.path, device="cpu")
+        if meta.get("stage") != self.stage:
+            raise CheckpointError(f"{self.path} holds stage '{meta.get('stage')}', not '{self.stage}'")
+        if self.spec and meta.get("spec_hash") != spec_hash(self.spec):
+            changes = diff_dicts(meta.get("spec", {}), self.spec)
+            raise CheckpointError(
+                f"{self.path} was written by a different spec; it cannot resume this one. Differences:\n  "
+                + "\n  ".join(changes or ["(spec hashes differ)"])
+            )
+        set_rng_state(state.pop("rng"))
+        return _to_device(state, device)
+
+
+def _to_device(value: Any, device: str | torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    return value

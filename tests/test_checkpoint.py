@@ -110,3 +110,23 @@ def test_spec_hash_and_diff():
     b = {"name": "x", "retrain": {"epochs": 10, "lr": 0.025}, "seed": 1}
     assert spec_hash(a) == spec_hash(dict(reversed(list(a.items())))) != spec_hash(b)
     assert diff_dicts(a, b) == ["retrain.epochs: 600 -> 10", "seed: added"]
+
+
+def test_checkpointer_restores_rng_and_refuses_another_spec(tmp_path):
+    from bionas.checkpoint import Checkpointer
+
+    spec = {"name": "x", "retrain": {"epochs": 5}}
+    ckpt = Checkpointer(tmp_path / "retrain.safetensors", "retrain", spec, {"bionas": "0.1.0"})
+    assert ckpt.load() is None
+    torch.manual_seed(3)
+    ckpt.save({"epoch": 2}, epoch=2)
+    expected = torch.rand(4)
+    torch.manual_seed(99)
+    assert ckpt.load() == {"epoch": 2}
+    assert torch.equal(torch.rand(4), expected)  # continues the saved random stream
+
+    other = Checkpointer(tmp_path / "retrain.safetensors", "retrain", {**spec, "retrain": {"epochs": 9}})
+    with pytest.raises(CheckpointError, match="retrain.epochs: 5 -> 9"):
+        other.load()
+    with pytest.raises(CheckpointError, match="holds stage 'retrain', not 'search'"):
+        Checkpointer(tmp_path / "retrain.safetensors", "search").load()
