@@ -21,7 +21,7 @@ from bionas.registry import (
     list_plugins,
 )
 from bionas.rules import FeedbackRule, LearningRule, alignment, convert, exact_gradients
-from bionas.search import SearchResult, SearchStrategy
+from bionas.search import SearchData, SearchResult, SearchStrategy
 from bionas.space import Operation
 from bionas.spec import load_spec
 from bionas.pipeline import RunResult, run
@@ -39,6 +39,7 @@ __all__ = [
     "PluginInfo",
     "DatasetInfo",
     "SearchResult",
+    "SearchData",
     "list_plugins",
     "get_rule",
     "get_op",
