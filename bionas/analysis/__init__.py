@@ -1,0 +1,1 @@
+"""The paper's studies as reusable analyses: gradient variance, random rule assignments, alignment."""
