@@ -35,9 +35,14 @@ def dump(path, entry) -> None:
 
 @pytest.fixture
 def cifar10_root(tmp_path):
+    write_cifar10(tmp_path)
+    return tmp_path
+
+
+def write_cifar10(root) -> None:
     """cifar-10-batches-py/ with 5 training batches of 20 images and a test batch of 30."""
-    d = tmp_path / "cifar-10-batches-py"
-    d.mkdir()
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for b in range(5):
         ids = np.arange(b * 20, b * 20 + 20)
@@ -48,7 +53,6 @@ def cifar10_root(tmp_path):
     dump(d / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": labels.tolist(),
                             "data": rows_for(np.arange(200, 230), labels, 32), "filenames": []})
     dump(d / "batches.meta", {"label_names": [f"c{i}" for i in range(10)], "num_cases_per_batch": 20, "num_vis": 3072})
-    return tmp_path
 
 
 @pytest.fixture
@@ -143,6 +147,25 @@ def test_missing_cifar_files_say_what_where_and_how(tmp_path):
     assert str((tmp_path / "nowhere" / "cifar-10-batches-py").resolve()) in message
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
     assert "download: true" in message
+
+
+def test_download_goes_through_torchvision_only_when_asked(tmp_path, monkeypatch):
+    import torchvision
+
+    calls = []
+
+    def fake_cifar10(root, train, download):
+        calls.append((root, train, download))
+        write_cifar10(tmp_path)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", fake_cifar10)
+    with pytest.raises(DataError):
+        bionas.get_dataset("cifar10", root=str(tmp_path), val_size=20).tensors("train")
+    assert calls == []  # download defaults to false
+    ds = bionas.get_dataset("cifar10", root=str(tmp_path), val_size=20, download=True)
+    assert len(ds.tensors("train")[1]) == 80 and calls == [(str(tmp_path.resolve()), True, True)]
+    bionas.get_dataset("cifar10", root=str(tmp_path), val_size=20, download=True).tensors("test")
+    assert len(calls) == 1  # files present: nothing downloaded
 
 
 def test_missing_imagenet16_and_cifar100_files(tmp_path):

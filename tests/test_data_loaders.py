@@ -51,6 +51,13 @@ def test_loader_leaves_the_global_rng_alone(synthetic):
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_a_batch_larger_than_the_split_is_refused_when_it_would_give_no_batch(synthetic):
+    with pytest.raises(ValueError, match="larger than the 203 images"):
+        make_loader(synthetic, "train", 256, train=True)
+    assert len(make_loader(synthetic, "train", 256, train=True, drop_last=False)) == 1
+    assert len(make_loader(synthetic, "train", 256, train=False)) == 1
+
+
 def test_eval_loader_keeps_order_and_does_not_augment(synthetic):
     loader = make_loader(synthetic, "test", 16, train=False)
     x, y, sizes = collect(loader)

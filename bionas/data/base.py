@@ -196,12 +196,16 @@ def data_root(root: str | None, name: str) -> Path:
 def require_files(dataset: str, directory: Path, files: Iterable[str], listing: str, how: str) -> None:
     """Raise DataError unless every file exists in `directory`.
 
-    Message: "<dataset>: expected files <listing> in <directory>/ (missing: ...). <how>"
+    Message: "<dataset>: expected files <listing> in <directory>/ (missing: ...). <how>."
     """
+    files = list(files)
     missing = [f for f in files if not (directory / f).is_file()]
     if missing:
-        shown = ", ".join(missing[:6]) + (", ..." if len(missing) > 6 else "")
-        raise DataError(f"{dataset}: expected files {listing} in {directory}/ (missing: {shown}). {how}")
+        if len(missing) == len(files):
+            shown = "none of them is there" if directory.is_dir() else "the directory does not exist"
+        else:
+            shown = "missing: " + ", ".join(missing[:6]) + (", ..." if len(missing) > 6 else "")
+        raise DataError(f"{dataset}: expected files {listing} in {directory}/ ({shown}). {how.rstrip('.')}.")
 
 
 # -- option fields shared by dataset plugins ----------------------------------------------------

@@ -283,7 +283,14 @@ def make_loader(
         world_size=world_size,
     )
     if in_memory:
-        return MemoryLoader(dataset, split, batch_size, **common)
-    if num_workers is None:
-        num_workers = min(8, os.cpu_count() or 1)
-    return TorchLoader(dataset, split, batch_size, num_workers=num_workers, **common)
+        loader: Loader = MemoryLoader(dataset, split, batch_size, **common)
+    else:
+        if num_workers is None:
+            num_workers = min(8, os.cpu_count() or 1)
+        loader = TorchLoader(dataset, split, batch_size, num_workers=num_workers, **common)
+    if len(loader) == 0 and loader.num_samples > 0:
+        raise ValueError(
+            f"{dataset.name}/{split}: batch_size {batch_size} is larger than the {loader.num_samples} images "
+            "of this loader, so drop_last leaves no batch; lower batch_size or pass drop_last=False"
+        )
+    return loader

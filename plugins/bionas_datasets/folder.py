@@ -99,8 +99,7 @@ class _ImageFolderDataset(Dataset):
     def _parts(self) -> dict[str, tuple[Any, torch.Tensor]]:
         dirs, classes = self._dirs, self.classes
         trees = {split: _tree(d, classes, self.name) for split, d in dirs.items()}
-        everything = {split: torch.arange(len(t)) for split, t in trees.items()}
-        parts = {split: (trees[split], everything[split]) for split in trees}
+        parts = {split: (tree, torch.arange(len(tree))) for split, tree in trees.items()}
         if "val" not in trees:
             train = trees["train"]
             n_val = self.val_count(len(train))

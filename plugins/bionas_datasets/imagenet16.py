@@ -16,8 +16,7 @@ CLASSES = 120
 HOW = (
     "Get the 16x16 downsampled ImageNet (Chrabaszcz et al. 2017: Imagenet16_train.zip and Imagenet16_val.zip, "
     "https://image-net.org/download-images.php, login required) or the ImageNet16 folder linked from the "
-    "NAS-Bench-201 instructions (https://github.com/D-X-Y/NAS-Bench-201), and put the 11 files directly in "
-    "that directory"
+    "NAS-Bench-201 instructions (https://github.com/D-X-Y/NAS-Bench-201), and put the 11 files directly in {root}"
 )
 
 
@@ -43,7 +42,7 @@ class ImageNet16_120(InMemoryDataset):
 
     def load(self):
         root = data_root(self.options.root, self.name)
-        require_files(self.name, root, (*TRAIN_FILES, TEST_FILE), "train_data_batch_1..10 and val_data", HOW)
+        require_files(self.name, root, (*TRAIN_FILES, TEST_FILE), "train_data_batch_1..10 and val_data", HOW.format(root=root))
         train = self._read(root, TRAIN_FILES)
         test = self._read(root, (TEST_FILE,))
         splits = carve(*train, {"val": self.options.val_size}, "train", self.options.split_seed, self.name)
