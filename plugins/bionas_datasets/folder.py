@@ -154,7 +154,8 @@ class _ImageFolderDataset(Dataset):
             if len(split):
                 images = torch.stack([split[i][0] for i in range(len(split))])
             else:
-                images = torch.empty(0, self.channels, self.options.image_size, self.options.image_size, dtype=torch.uint8)
+                size = self.options.image_size
+                images = torch.empty(0, self.channels, size, size, dtype=torch.uint8)
             self._decoded[name] = (images, split.labels)
         return self._decoded[name]
 
@@ -206,10 +207,12 @@ class Folder(_ImageFolderDataset):
         )
         image_size: int = Field(32, ge=4, description="images are resized (shorter side) and centre-cropped to this")
         channels: Literal[1, 3] = Field(3, description="3: RGB; 1: converted to greyscale")
-        val_fraction: float = Field(0.1, ge=0, lt=1, description="fraction of train carved as val when splits has no val")
+        val_fraction: float = Field(
+            0.1, ge=0, lt=1, description="fraction of train carved (stratified) as val when splits has no val"
+        )
         split_seed: int = split_seed_field()
-        mean: tuple[float, ...] | None = Field(None, description="per-channel mean in [0, 1]; default ImageNet's (0.5 grey)")
-        std: tuple[float, ...] | None = Field(None, description="per-channel std in [0, 1]; default ImageNet's (0.25 grey)")
+        mean: tuple[float, ...] | None = Field(None, description="per-channel mean in [0, 1]; default ImageNet's / 0.5")
+        std: tuple[float, ...] | None = Field(None, description="per-channel std in [0, 1]; default ImageNet's / 0.25")
         in_memory: bool = Field(
             False, description="decode every image once into memory (small trees) and use the fast in-memory loader"
         )

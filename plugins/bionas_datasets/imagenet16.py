@@ -42,7 +42,8 @@ class ImageNet16_120(InMemoryDataset):
 
     def load(self):
         root = data_root(self.options.root, self.name)
-        require_files(self.name, root, (*TRAIN_FILES, TEST_FILE), "train_data_batch_1..10 and val_data", HOW.format(root=root))
+        listing = "train_data_batch_1..10 and val_data"
+        require_files(self.name, root, (*TRAIN_FILES, TEST_FILE), listing, HOW.format(root=root))
         train = self._read(root, TRAIN_FILES)
         test = self._read(root, (TEST_FILE,))
         splits = carve(*train, {"val": self.options.val_size}, "train", self.options.split_seed, self.name)

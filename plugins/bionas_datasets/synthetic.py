@@ -26,7 +26,7 @@ class Synthetic(InMemoryDataset):
     """
 
     name = "synthetic"
-    description = "procedurally generated class patterns with random shifts and noise; deterministic, learnable, no files"
+    description = "procedurally generated class patterns with shifts and noise; deterministic, learnable, no files"
 
     class Options(PluginOptions):
         num_classes: int = Field(10, ge=2, description="number of classes")
