@@ -116,7 +116,8 @@ class RetrainSpec(Section):
     batch_size: int = Field(default=96, gt=0, description="Minibatch size (DARTS: 96).")
     channels: int = Field(default=36, gt=0, description="Initial channels of the derived network (DARTS: 36).")
     cells: int = Field(default=20, gt=0, description="Cells of the derived network (DARTS: 20).")
-    optimizer: str = Field(default="sgd", description="timm optimizer name (create_optimizer_v2).")
+    # timm's "sgd" is Nesterov SGD; DARTS trains with classical momentum, timm's "momentum".
+    optimizer: str = Field(default="momentum", description="timm optimizer name (create_optimizer_v2).")
     lr: float = Field(default=0.025, gt=0, description="Initial learning rate (DARTS: 0.025).")
     lr_min: float = Field(default=0.0, ge=0, description="Final learning rate of the cosine schedule.")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum.")

@@ -1,0 +1,150 @@
+"""Retraining a derived network: the DARTS evaluation recipe, best epoch chosen on validation.
+
+Per epoch: drop-path probability drop_path * epoch / epochs (DARTS schedules it
+linearly), SGD over the augmented training split with the auxiliary loss
+weighted by auxiliary_weight, gradient-norm clipping, the learning rate from
+timm's scheduler, then validation. The weights of the best validation epoch
+are written to model.safetensors; the test split is never looked at here.
+A checkpoint after every epoch makes an interrupted run resume exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
+from bionas.checkpoint import Checkpointer, load_model_state, save_state
+from bionas.data import make_loader
+from bionas.spec import RetrainSpec
+from bionas.training import Bar, autocast, check_finite, evaluate_accuracy
+
+LOG_EVERY = 20  # steps between reading the loss on the host (the only sync in the loop)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_accuracy: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def make_optimizer(model: torch.nn.Module, recipe: RetrainSpec):
+    # DARTS decays every weight, biases and BN included: filter_bias_and_bn=False.
+    optimizer = create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                    momentum=recipe.momentum, filter_bias_and_bn=False)
+    scheduler, _ = create_scheduler_v2(optimizer, sched=recipe.scheduler, num_epochs=recipe.epochs,
+                                       min_lr=recipe.lr_min, warmup_epochs=recipe.warmup_epochs)
+    return optimizer, scheduler
+
+
+def train_epoch(model, loader, optimizer, recipe: RetrainSpec, device, amp: str, bar: Bar, epoch: int,
+                channels_last: bool = False) -> tuple[float, float]:
+    """One epoch; returns (mean loss, accuracy) read once at the end."""
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for step, (images, labels) in enumerate(loader):
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits, aux_logits = model.forward_with_aux(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
+            if aux_logits is not None and recipe.auxiliary_weight > 0:
+                loss = loss + recipe.auxiliary_weight * F.cross_entropy(
+                    aux_logits.float(), labels, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        total_loss += loss.detach() * len(labels)
+        correct += (logits.detach().argmax(1) == labels).sum()
+        seen += len(labels)
+        status = None
+        if (step + 1) % LOG_EVERY == 0:
+            mean_loss = total_loss.item() / seen
+            check_finite(mean_loss, "retrain", epoch)
+            status = f"loss {mean_loss:.3f}"
+        bar.advance(1, status)
+    return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
+
+
+def retrain(
+    model: torch.nn.Module,
+    dataset,
+    recipe: RetrainSpec,
+    *,
+    device: torch.device,
+    seed: int,
+    best_path: Path,
+    checkpoint: Checkpointer | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
+    quiet: bool = False,
+    amp: str = "auto",
+    channels_last: bool = False,
+    eval_batch_size: int = 256,
+    best_metadata: dict[str, Any] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    train_model: torch.nn.Module | None = None,
+) -> TrainResult:
+    """Train `model` by `recipe`; the best validation epoch's weights go to `best_path`.
+
+    `train_model` is what the steps run through (a DDP or compiled wrapper of
+    `model`); `model` is what is saved and validated.
+    """
+    train_model = train_model or model
+    augment = {"cutout": recipe.cutout}
+    train_loader = make_loader(dataset, "train", recipe.batch_size, train=True, device=device, augment=augment,
+                               seed=seed, rank=rank, world_size=world_size)
+    val_loader = make_loader(dataset, "val", eval_batch_size, train=False, device=device)
+    optimizer, scheduler = make_optimizer(model, recipe)
+    result = TrainResult(best_epoch=-1, best_val_accuracy=-1.0)
+    start = 0
+    state = checkpoint.load(device) if checkpoint else None
+    if state is not None:
+        load_model_state(model, state["model"], "retrain checkpoint")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        result = TrainResult(state["best_epoch"], state["best_val_accuracy"], state["history"], state["seconds"])
+        start = state["epoch"] + 1
+    for epoch in range(start, recipe.epochs):
+        started = time.perf_counter()
+        model.drop_path_prob = recipe.drop_path * epoch / recipe.epochs
+        scheduler.step(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        train_loader.set_epoch(epoch)
+        with Bar(len(train_loader), f"retrain {epoch + 1}/{recipe.epochs}", quiet) as bar:
+            train_loss, train_acc = train_epoch(train_model, train_loader, optimizer, recipe, device, amp, bar,
+                                                epoch, channels_last)
+            check_finite(train_loss, "retrain", epoch)
+            val_loss, val_acc = evaluate_accuracy(model, val_loader, device, amp)
+            bar.advance(0, f"loss {train_loss:.3f} train {train_acc:.1%} val {val_acc:.1%}")
+        result.seconds += time.perf_counter() - started
+        record = {"stage": "retrain", "epoch": epoch, "lr": lr, "train_loss": train_loss,
+                  "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
+                  "drop_path": model.drop_path_prob, "seconds": result.seconds}
+        if val_acc > result.best_val_accuracy:  # selection on validation only
+            result.best_epoch, result.best_val_accuracy = epoch, val_acc
+            if rank == 0:
+                save_state(best_path, {"model": model.state_dict()},
+                           {**(best_metadata or {}), "epoch": epoch, "val_accuracy": val_acc})
+        record["best_epoch"] = result.best_epoch
+        result.history.append(record)
+        if log:
+            log(record)
+        if checkpoint and rank == 0:
+            checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "best_epoch": result.best_epoch,
+                             "best_val_accuracy": result.best_val_accuracy, "history": result.history,
+                             "seconds": result.seconds, "epoch": epoch}, epoch)
+    return result
