@@ -117,13 +117,14 @@ class OnePixel(bionas.Attack):
         winner[rows] = candidates[hit, first[hit]]
         done[rows] = True
 
-    def _apply(self, images: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _apply(images: torch.Tensor, candidates: torch.Tensor, in_place: bool = False) -> torch.Tensor:
         """Images (m x C x H x W) with the pixels of their candidates (m x pixels x (2 + C)) set."""
         m, c, h, w = images.shape
         row = candidates[..., 0].round().long().clamp(0, h - 1)
         col = candidates[..., 1].round().long().clamp(0, w - 1)
         index = (row * w + col).unsqueeze(1).expand(m, c, -1)
-        out = images.reshape(m, c, h * w).clone()
+        out = images.reshape(m, c, h * w) if in_place else images.reshape(m, c, h * w).clone()
         out.scatter_(2, index, candidates[..., 2:].transpose(1, 2).clamp(0.0, 1.0))
         return out.view(m, c, h, w)
 
@@ -136,7 +137,7 @@ class OnePixel(bionas.Attack):
         with torch.no_grad():
             for start in range(0, m * p, self.options.chunk):
                 part = slice(start, start + self.options.chunk)
-                logits = model(self._apply(x[owner[part]], flat[part]))
+                logits = model(self._apply(x[owner[part]], flat[part], in_place=True))  # a fresh gather
                 labels = y[owner[part]]
                 probabilities.append(logits.softmax(dim=1).gather(1, labels[:, None]).squeeze(1))
                 fooled.append(logits.argmax(dim=1) != labels)
