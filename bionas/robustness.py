@@ -206,8 +206,10 @@ class RobustnessReport:
         lines.append("")
         if any(not row.claim for row in self.rows):
             lines += [f"† {RULE_GRADIENT_NOTE}", ""]
-        lines.append("Robust accuracy is over all points (wrong when clean = not robust); success rate is among "
-                     "the points correct when clean; work is per attacked point.")
+        lines.append(
+            "Robust accuracy is over all points (wrong when clean = not robust); success rate is among "
+            "the points correct when clean; work is per attacked point."
+        )
         lines.append("")
         if self.flags:
             lines.append("Gradient-masking warnings:")
@@ -235,11 +237,18 @@ class RobustnessReport:
             style = "-" if rows[0].claim else "--"
             if rows[0].budget == "eps":
                 rows = sorted(rows, key=lambda r: r.eps)
-                ax.plot([0.0] + [r.eps for r in rows], [100 * self.clean_accuracy] + [100 * r.robust_accuracy for r in rows],
-                        style, marker="o", label=label)
+                ax.plot(
+                    [0.0] + [r.eps for r in rows],
+                    [100 * self.clean_accuracy] + [100 * r.robust_accuracy for r in rows],
+                    style,
+                    marker="o",
+                    label=label,
+                )
             else:
                 for r in rows:
-                    ax.axhline(100 * r.robust_accuracy, linestyle="-.", linewidth=1, label=f"{label} [{r.budget_label}]")
+                    ax.axhline(
+                        100 * r.robust_accuracy, linestyle="-.", linewidth=1, label=f"{label} [{r.budget_label}]"
+                    )
         ax.set_xlabel("eps (pixel space, [0, 1] images)")
         ax.set_ylabel("accuracy over all points (%)")
         ax.set_ylim(-2, 102)
@@ -337,7 +346,9 @@ def resolve_attacks(
                 sweep = eps_sweep
         if sweep is not None:
             if attack.budget != "eps":
-                raise BionasError(f"attack '{attack.label}' has no eps budget (its budget is {attack.budget}); no eps sweep")
+                raise BionasError(
+                    f"attack '{attack.label}' has no eps budget (its budget is {attack.budget}); no eps sweep"
+                )
             try:
                 sweep = sorted(float(parse_fraction(e)) for e in sweep)
             except ValueError as exc:
@@ -456,37 +467,41 @@ def masking_flags(rows: Sequence[RobustnessRow], tolerance: float = 0.01, near_z
         if row.budget == "eps":
             by_budget.setdefault((round(row.eps, 9), row.norm), []).append(row)
 
-    def points(a: RobustnessRow, b: RobustnessRow) -> float:
-        return 100 * (b.robust_accuracy - a.robust_accuracy)
+    def beaten(kind: str, stronger: RobustnessRow, weaker: RobustnessRow, why: str) -> None:
+        """Flag `weaker` (a white-box row) when `stronger` leaves lower accuracy by more than `tolerance`."""
+        if stronger.robust_accuracy >= weaker.robust_accuracy - tolerance:
+            return
+        gap = 100 * (weaker.robust_accuracy - stronger.robust_accuracy)
+        flags.append(
+            MaskingFlag(
+                kind,
+                f"{stronger.attack} [{stronger.threat_model}] leaves {_percent(stronger.robust_accuracy)} at eps "
+                f"{weaker.budget_label}, {gap:.1f} points below {weaker.attack} [{weaker.threat_model}] "
+                f"({_percent(weaker.robust_accuracy)}): {why}",
+                stronger.eps,
+                [stronger.attack, weaker.attack],
+                {stronger.attack: stronger.robust_accuracy, weaker.attack: weaker.robust_accuracy},
+            )
+        )
 
-    for (eps, norm), group in by_budget.items():
+    for group in by_budget.values():
         white = [r for r in group if r.family == "white-box"]
         for other in (r for r in group if r.family in ("black-box", "transfer")):
             for w in white:
-                if other.robust_accuracy < w.robust_accuracy - tolerance:
-                    why = (
-                        "expected when gradients go through a misaligned feedback path; it shows that path masks "
-                        "the gradient" if not w.claim else "the white-box gradients may be masked"
-                    )
-                    flags.append(MaskingFlag(
-                        "stronger-than-white-box",
-                        f"{other.attack} [{other.threat_model}] leaves {_percent(other.robust_accuracy)} at eps "
-                        f"{w.budget_label}, {points(other, w):.1f} points below {w.attack} [{w.threat_model}] "
-                        f"({_percent(w.robust_accuracy)}): {why}",
-                        eps, [other.attack, w.attack],
-                        {other.attack: other.robust_accuracy, w.attack: w.robust_accuracy},
-                    ))
+                why = (
+                    "the white-box gradients may be masked"
+                    if w.claim
+                    else "expected of a misaligned feedback path; it shows that path masks the gradient"
+                )
+                beaten("stronger-than-white-box", other, w, why)
         for one in (r for r in white if r.one_step):
             for it in (r for r in white if not r.one_step and r.gradient == one.gradient):
-                if one.robust_accuracy < it.robust_accuracy - tolerance:
-                    flags.append(MaskingFlag(
-                        "one-step-beats-iterative",
-                        f"{one.attack} leaves {_percent(one.robust_accuracy)} at eps {it.budget_label}, "
-                        f"{points(one, it):.1f} points below iterative {it.attack} ({_percent(it.robust_accuracy)}) "
-                        f"[{it.threat_model}]: the iterative attack's gradients may be masked or its steps too small",
-                        eps, [one.attack, it.attack],
-                        {one.attack: one.robust_accuracy, it.attack: it.robust_accuracy},
-                    ))
+                beaten(
+                    "one-step-beats-iterative",
+                    one,
+                    it,
+                    "the iterative attack's gradients may be masked or its steps too small",
+                )
 
     sweeps: dict[tuple[str, str], list[RobustnessRow]] = {}
     for row in rows:
@@ -497,12 +512,16 @@ def masking_flags(rows: Sequence[RobustnessRow], tolerance: float = 0.01, near_z
             continue
         top = max(sweep, key=lambda r: r.eps)
         if top.robust_accuracy > near_zero:
-            flags.append(MaskingFlag(
-                "not-zero-at-largest-eps",
-                f"{attack} [{threat}] still leaves {_percent(top.robust_accuracy)} at the largest eps of its sweep "
-                f"({top.budget_label}); an unmasked attack drives accuracy towards 0 as eps grows",
-                top.eps, [attack], {attack: top.robust_accuracy},
-            ))
+            flags.append(
+                MaskingFlag(
+                    "not-zero-at-largest-eps",
+                    f"{attack} [{threat}] still leaves {_percent(top.robust_accuracy)} at the largest eps of its sweep "
+                    f"({top.budget_label}); an unmasked attack drives accuracy towards 0 as eps grows",
+                    top.eps,
+                    [attack],
+                    {attack: top.robust_accuracy},
+                )
+            )
     return flags
 
 

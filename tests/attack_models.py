@@ -15,13 +15,18 @@ def shuffled(images: torch.Tensor, labels: torch.Tensor, seed: int = 0):
 
 def mlp(hidden: int = 64, seed: int = 0, image_size: int = 28, channels: int = 1) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(channels * image_size**2, hidden), nn.ReLU(), nn.Linear(hidden, 10)
-    )
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * image_size**2, hidden), nn.ReLU(), nn.Linear(hidden, 10))
 
 
-def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 300, lr: float = 1e-3,
-          batch: int = 64, seed: int = 0) -> nn.Module:
+def train(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int = 300,
+    lr: float = 1e-3,
+    batch: int = 64,
+    seed: int = 0,
+) -> nn.Module:
     """Adam on cross-entropy, minibatches in a fixed order; returns the model in eval mode."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

@@ -85,7 +85,9 @@ def test_pgd_default_step_is_the_published_one_at_8_255():
     assert bionas.get_attack("pgd", eps="8/255", steps=20).step_size == pytest.approx(1 / 255)
 
 
-@pytest.mark.parametrize("name, options", ALL, ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())))
+@pytest.mark.parametrize(
+    "name, options", ALL, ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values()))
+)
 def test_every_attack_keeps_budget_range_inputs_and_mode(trained, digits, name, options):
     x, y = digits[2][:32], digits[3][:32]
     x_before, y_before = x.clone(), y.clone()
@@ -122,13 +124,19 @@ def test_attacks_refuse_images_outside_0_1(trained):
         bionas.get_attack("fgsm")(trained, torch.randn(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))
 
 
-@pytest.mark.parametrize("name, options", [a for a in ALL if a[0] not in ("fgsm",)], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name, options", [a for a in ALL if a[0] not in ("fgsm",)], ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_seeds_make_results_repeatable(trained, digits, name, options):
     x, y = digits[2][:16], digits[3][:16]
     attack = prepare(name, options)
     first = attack.run(trained, x, y, seed=3).adversarial
     assert torch.equal(first, attack.run(trained, x, y, seed=3).adversarial)
-    assert torch.equal(first, attack.with_options(seed=3).run(trained, x, y).adversarial) if "seed" in attack.Options.model_fields else True
+    assert (
+        torch.equal(first, attack.with_options(seed=3).run(trained, x, y).adversarial)
+        if "seed" in attack.Options.model_fields
+        else True
+    )
     assert not torch.equal(first, attack.run(trained, x, y, seed=4).adversarial)
 
 
@@ -184,7 +192,9 @@ def test_apgd_is_at_least_as_strong_as_pgd_at_equal_steps(trained, digits):
 def test_transfer_runs_the_base_attack_on_the_surrogate(trained, digits):
     x, y = digits[2][:16], digits[3][:16]
     surrogate = mlp(seed=1)
-    transfer = bionas.get_attack("transfer", attack="pgd", attack_options={"steps": 4}, eps=0.1).with_surrogate(surrogate)
+    transfer = bionas.get_attack("transfer", attack="pgd", attack_options={"steps": 4}, eps=0.1).with_surrogate(
+        surrogate
+    )
     expected = bionas.get_attack("pgd", steps=4, eps=0.1).run(surrogate, x, y, seed=5).adversarial
     assert torch.equal(transfer.run(trained, x, y, seed=5).adversarial, expected)
     assert transfer.label == "transfer (pgd)" and transfer.work_unit == "surrogate steps"
@@ -212,7 +222,9 @@ def test_transfer_validates_its_base_attack():
 def test_dlr_needs_three_classes():
     model = OnePixelModel(0, 0)
     with pytest.raises(AttackError, match="3 classes"):
-        bionas.get_attack("apgd", loss="dlr", steps=2)(model, torch.rand(2, 1, 4, 4) * 0.4, torch.zeros(2, dtype=torch.long))
+        bionas.get_attack("apgd", loss="dlr", steps=2)(
+            model, torch.rand(2, 1, 4, 4) * 0.4, torch.zeros(2, dtype=torch.long)
+        )
 
 
 def test_a_plugin_implementing_only_call_still_runs(toy_plugins):

@@ -102,20 +102,42 @@ def test_onepixel_has_no_eps_sweep(setup):
     model, x, y = setup
     with pytest.raises(bionas.BionasError, match="no eps budget"):
         evaluate_robustness(model, x, y, [{"name": "onepixel", "eps": ["0.1"]}])
-    report = evaluate_robustness(model, x, y, [("onepixel", {"population": 8, "generations": 1})], eps_sweep=SWEEP, points=10)
+    report = evaluate_robustness(
+        model, x, y, [("onepixel", {"population": 8, "generations": 1})], eps_sweep=SWEEP, points=10
+    )
     assert [(r.attack, r.budget_label, r.eps) for r in report.rows] == [("onepixel", "1 pixel", None)]
 
 
 def row(attack, threat, eps, robust, family="white-box", gradient="exact", one_step=False, claim=True):
-    return RobustnessRow(attack, threat, claim, family, gradient, one_step, "eps", eps, format_eps(eps), "linf",
-                         0.9, robust, None, 100, 90, 10.0, "steps", 0.0)
+    return RobustnessRow(
+        attack,
+        threat,
+        claim,
+        family,
+        gradient,
+        one_step,
+        "eps",
+        eps,
+        format_eps(eps),
+        "linf",
+        0.9,
+        robust,
+        None,
+        100,
+        90,
+        10.0,
+        "steps",
+        0.0,
+    )
 
 
 def test_masking_flags_with_their_numbers():
     exact, rule = "white-box (exact gradients)", "white-box (rule gradients)"
     rows = [
-        row("pgd", exact, 0.1, 0.30), row("pgd", exact, 0.3, 0.00),
-        row("pgd", rule, 0.1, 0.80, gradient="rule", claim=False), row("pgd", rule, 0.3, 0.70, gradient="rule", claim=False),
+        row("pgd", exact, 0.1, 0.30),
+        row("pgd", exact, 0.3, 0.00),
+        row("pgd", rule, 0.1, 0.80, gradient="rule", claim=False),
+        row("pgd", rule, 0.3, 0.70, gradient="rule", claim=False),
         row("fgsm", exact, 0.1, 0.25, one_step=True),
         row("square", "black-box (score queries)", 0.1, 0.295, family="black-box", gradient=None),
         row("transfer (pgd)", "transfer (surrogate: bp)", 0.3, 0.02, family="transfer", gradient=None),
@@ -148,7 +170,14 @@ def test_report_json_markdown_and_plot(setup, tmp_path):
 
 
 def test_format_eps():
-    assert [format_eps(e) for e in (8 / 255, 0.3, 0.2, 0.0, 1e-3 / 7, None)] == ["8/255", "0.3", "0.2", "0", "0.0001429", "-"]
+    assert [format_eps(e) for e in (8 / 255, 0.3, 0.2, 0.0, 1e-3 / 7, None)] == [
+        "8/255",
+        "0.3",
+        "0.2",
+        "0",
+        "0.0001429",
+        "-",
+    ]
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -171,21 +200,52 @@ def fake_target(monkeypatch, setup):
 
 def test_attack_command_prints_the_table_and_writes_json_and_png(fake_target, tmp_path):
     out = tmp_path / "out"
-    args = ["attack", str(tmp_path), "--attack", "fgsm", "--attack", "pgd", "--eps", "8/255", "--eps", "0.1",
-            "--points", "30", "--gradient", "rule", "--out", str(out)]
+    args = [
+        "attack",
+        str(tmp_path),
+        "--attack",
+        "fgsm",
+        "--attack",
+        "pgd",
+        "--eps",
+        "8/255",
+        "--eps",
+        "0.1",
+        "--points",
+        "30",
+        "--gradient",
+        "rule",
+        "--out",
+        str(out),
+    ]
     result = runner.invoke(build_app(), args)
     assert result.exit_code == 0, result.output
     assert "| fgsm | white-box (rule gradients) † | 8/255 |" in result.stdout and RULE_GRADIENT_NOTE in result.stdout
     data = json.loads((out / "robustness.json").read_text())
     assert [(r["attack"], r["eps_label"], r["points"]) for r in data["rows"]] == [
-        ("fgsm", "8/255", 30), ("fgsm", "0.1", 30), ("pgd", "8/255", 30), ("pgd", "0.1", 30)
+        ("fgsm", "8/255", 30),
+        ("fgsm", "0.1", 30),
+        ("pgd", "8/255", 30),
+        ("pgd", "0.1", 30),
     ]
     assert (out / "robustness.png").stat().st_size > 0
 
 
 def test_attack_command_transfer_takes_a_surrogate(fake_target, tmp_path):
-    args = ["attack", str(tmp_path), "--attack", "transfer", "--surrogate", str(tmp_path / "surrogate"),
-            "--eps", "0.1", "--points", "20", "--out", str(tmp_path / "o")]
+    args = [
+        "attack",
+        str(tmp_path),
+        "--attack",
+        "transfer",
+        "--surrogate",
+        str(tmp_path / "surrogate"),
+        "--eps",
+        "0.1",
+        "--points",
+        "20",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     result = runner.invoke(build_app(), args)
     assert result.exit_code == 0, result.output
     assert "transfer (surrogate:" in result.stdout

@@ -33,12 +33,15 @@ class APGD(bionas.Attack):
     class Options(IterativeOptions):
         steps: int = Field(default=100, ge=1, description="Gradient steps per run (Croce & Hein: 100).")
         rho: float = Field(
-            default=0.75, gt=0, le=1, description="Halve the step when the loss rose on fewer than rho of the steps since the last checkpoint (0.75)."
+            default=0.75,
+            gt=0,
+            le=1,
+            description="Halve the step where the loss rose on fewer than rho of the steps since the last checkpoint.",
         )
 
     @property
-    def label(self) -> str:
-        return f"{super().label}-{self.options.loss}"
+    def variant(self) -> str:
+        return f"{self.name}-{self.options.loss}"  # apgd-ce, apgd-dlr as in AutoAttack
 
     def perturb(self, model, images, labels, generator):
         return restart_loop(self, model, images, labels, generator, self._single_run)

@@ -37,7 +37,9 @@ class IterativeOptions(GradientOptions):
     random_start: bool = Field(default=True, description="Start each restart at a uniformly random point of the ball.")
     restarts: int = Field(default=1, ge=1, description="Runs per image; later runs attack only images not yet fooled.")
     loss: Literal["ce", "dlr"] = Field(default="ce", description="Loss to ascend: cross-entropy or DLR (>= 3 classes).")
-    seed: int = Field(default=0, ge=0, description="Seed of the random starts (a torch.Generator; same seed, same result).")
+    seed: int = Field(
+        default=0, ge=0, description="Seed of the random starts (a torch.Generator; same seed, same result)."
+    )
 
 
 def restart_loop(attack, model, images, labels, generator, single_run):
@@ -90,6 +92,10 @@ class PGD(bionas.Attack):
         )
 
     @property
+    def variant(self) -> str:
+        return self.name if self.options.loss == "ce" else f"{self.name}-{self.options.loss}"
+
+    @property
     def step_size(self) -> float:
         o = self.options
         return o.alpha if o.alpha is not None else 2.5 * o.eps / o.steps
@@ -107,4 +113,3 @@ class PGD(bionas.Attack):
         if not check:  # a single run: whether it fooled does not matter here
             return adv, torch.zeros_like(labels, dtype=torch.bool), o.steps
         return adv, predict(model, adv).argmax(1) != labels, o.steps
-

@@ -52,14 +52,16 @@ class OnePixel(bionas.Attack):
         pixels: int = Field(default=1, ge=1, description="Pixels an adversarial image may change (Su et al.: 1).")
         population: int = Field(default=400, ge=4, description="Candidates per image (Su et al.: 400).")
         generations: int = Field(default=100, ge=0, description="Generations at most (Su et al.: 100).")
-        mutation: float = Field(default=0.5, gt=0, le=2, description="Differential weight F of DE/rand/1 (Su et al.: 0.5).")
+        mutation: float = Field(
+            default=0.5, gt=0, le=2, description="Differential weight F of DE/rand/1 (Su et al.: 0.5)."
+        )
         chunk: int = Field(
             default=8192, ge=1, description="Perturbed images per forward pass when scoring candidates (bounds memory)."
         )
         seed: int = Field(default=0, ge=0, description="Seed of the evolution (a torch.Generator).")
 
     @property
-    def label(self) -> str:
+    def variant(self) -> str:
         return f"{self.name} ({self.options.pixels} px)" if self.options.pixels > 1 else self.name
 
     def budget_excess(self, images, adversarial):

@@ -27,10 +27,13 @@ class TransferAttack(bionas.Attack):
     family = "transfer"
 
     class Options(bionas.PluginOptions):
-        attack: str = Field(default="pgd", description="The attack run on the surrogate (any attack with an eps budget).")
+        attack: str = Field(
+            default="pgd", description="The attack run on the surrogate (any attack with an eps budget)."
+        )
         attack_options: dict[str, Any] = Field(default_factory=dict, description="Options of that attack.")
         eps: Fractional | None = Field(
-            default=None, description="Budget; overrides attack_options.eps (an eps sweep sets it); null = the attack's own."
+            default=None,
+            description="Budget; overrides attack_options.eps (an eps sweep sets it); null = the attack's own.",
         )
         surrogate: str | None = Field(
             default=None,
