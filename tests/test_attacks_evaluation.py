@@ -150,10 +150,25 @@ def test_masking_flags_with_their_numbers():
         ("stronger-than-white-box", ("square", "pgd")),  # square beats rule-gradient pgd, not exact (0.5 points)
         ("stronger-than-white-box", ("transfer (pgd)", "pgd")),  # 70% vs 2%, rule gradients
     ]
+    assert [f.claim for f in flags if f.attacks[0] in ("square", "transfer (pgd)")] == [False, False]
     square_flag = next(f for f in flags if f.attacks[0] == "square")
     assert "rule gradients" in square_flag.message and square_flag.values == {"square": 0.295, "pgd": 0.8}
     fgsm_flag = next(f for f in flags if f.kind == "one-step-beats-iterative")
     assert "25.0%" in fgsm_flag.message and "5.0 points" in fgsm_flag.message
+
+
+def test_beating_a_weak_white_box_attack_is_not_masking():
+    exact = "white-box (exact gradients)"
+    rows = [
+        row("fgsm", exact, 0.2, 0.50, one_step=True),
+        row("pgd", exact, 0.2, 0.20),
+        row("apgd-ce", exact, 0.2, 0.10),
+        row("square", "black-box (score queries)", 0.2, 0.15, family="black-box", gradient=None),
+    ]
+    assert masking_flags(rows) == []  # square beats fgsm and pgd, but not apgd
+    rows[2] = row("apgd-ce", exact, 0.2, 0.18)
+    [flag] = masking_flags(rows)
+    assert (flag.kind, flag.attacks, flag.claim) == ("stronger-than-white-box", ["square", "apgd-ce"], True)
 
 
 def test_report_json_markdown_and_plot(setup, tmp_path):
