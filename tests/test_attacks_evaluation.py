@@ -108,6 +108,27 @@ def test_onepixel_has_no_eps_sweep(setup):
     assert [(r.attack, r.budget_label, r.eps) for r in report.rows] == [("onepixel", "1 pixel", None)]
 
 
+def test_the_spec_attack_list_validates_and_feeds_the_evaluation(toy_plugins, setup):
+    attacks = [
+        {"name": "pgd", "options": {"steps": 2}, "eps": ["8/255", "0.1"]},
+        {"name": "square", "options": {"eps": "4/255", "queries": 20}},
+    ]
+    spec = bionas.load_spec(toy_plugins.spec(evaluation={"attacks": attacks}))
+    model, x, y = setup
+    report = evaluate_robustness(model, x, y, spec.evaluation.attacks, points=20)
+    assert [(r.attack, r.eps_label) for r in report.rows] == [("pgd", "8/255"), ("pgd", "0.1"), ("square", "4/255")]
+    bad = [
+        {"name": "transfer", "options": {"attack_options": {"steps": 0}}},
+        {"name": "apgd", "options": {"eps": "1/x"}},
+    ]
+    with pytest.raises(bionas.SpecError) as error:
+        bionas.load_spec(toy_plugins.spec(evaluation={"attacks": bad}))
+    assert error.value.errors == [
+        "evaluation.attacks[0].options: attack_options.steps: Input should be greater than or equal to 1",
+        "evaluation.attacks[1].options.eps: expected a number or a fraction like 8/255, got '1/x'",
+    ]
+
+
 def row(attack, threat, eps, robust, family="white-box", gradient="exact", one_step=False, claim=True):
     return RobustnessRow(
         attack,

@@ -15,7 +15,8 @@ from torch import nn
 
 import bionas
 from bionas.attacks import AttackError, transfer_threat_model
-from bionas.errors import BionasError
+from bionas.errors import PluginError, SpecError
+from bionas.registry import get_registry
 from bionas.spec import Fractional
 
 
@@ -46,9 +47,13 @@ class TransferAttack(bionas.Attack):
             if self.attack == "transfer":
                 raise ValueError("attack: a transfer attack cannot transfer another transfer attack")
             try:
-                base = bionas.get_attack(self.attack, **self.attack_options)
-            except BionasError as exc:
-                raise ValueError(f"attack '{self.attack}': {exc}") from None
+                cls = get_registry().get_class("attack", self.attack)
+            except PluginError as exc:
+                raise ValueError(f"attack: {exc}") from None
+            try:
+                base = cls(**self.attack_options)
+            except SpecError as exc:
+                raise ValueError("; ".join(f"attack_options.{line}" for line in exc.errors)) from None
             if base.budget != "eps":
                 raise ValueError(f"attack: '{self.attack}' has no eps budget to transfer")
             return self
