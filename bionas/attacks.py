@@ -220,10 +220,7 @@ def gradient_context(model: nn.Module, gradient: str):
         raise AttackError(f"gradient must be 'exact' or 'rule', got {gradient!r}")
     from bionas.rules import exact_gradients
 
-    try:
-        return exact_gradients(model)
-    except NotImplementedError:  # no rules exist yet, so every model's gradient is already exact
-        return contextlib.nullcontext()
+    return exact_gradients(model)
 
 
 def input_gradient(
@@ -235,13 +232,18 @@ def input_gradient(
     """(d sum(loss) / d images, logits, per-image loss), through the chosen gradient source.
 
     `loss_fn(logits)` returns one loss per image. Only the input gradient is
-    computed; parameters' `.grad` are left untouched.
+    computed; parameters' `.grad` are left untouched. A rule that sends no error
+    to the input (hebbian, with gradient="rule") gives a zero gradient.
     """
     x = images.detach().requires_grad_(True)
     with torch.enable_grad(), gradient_context(model, gradient):
         logits = model(x)
         losses = loss_fn(logits)
-        (grad,) = torch.autograd.grad(losses.sum(), x)
+        grad = None
+        if losses.requires_grad:
+            (grad,) = torch.autograd.grad(losses.sum(), x, allow_unused=True)
+    if grad is None:  # a rule with no error path to the input (hebbian): its gradient is zero
+        grad = torch.zeros_like(x)
     return grad.detach(), logits.detach(), losses.detach()
 
 
