@@ -173,10 +173,6 @@ def build_app() -> typer.Typer:
             items.append((name, options))
         data = loaded.data
         images, labels = data if isinstance(data, tuple) else (data, None)
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         report = robustness.evaluate_robustness(
             loaded.model,
             images,

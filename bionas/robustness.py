@@ -386,7 +386,7 @@ def evaluate_robustness(
 
     `images` is a tensor of [0, 1] images (with `labels`), a torch Dataset split or an
     unshuffled DataLoader. The model is moved to `device` (default: where its
-    parameters are). Batch b of an attack is seeded with derive_seed(seed, attack
+    parameters are; "auto": cuda when available). Batch b of an attack is seeded with derive_seed(seed, attack
     seed, b): the same call gives the same report.
     """
     resolved = resolve_attacks(attacks, eps_sweep)
@@ -394,6 +394,8 @@ def evaluate_robustness(
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
+    elif device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     model.to(device)
     rows = []
