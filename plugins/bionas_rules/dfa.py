@@ -20,15 +20,13 @@ buffer and its shape (known at the first backward), and cached.
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 
-from bionas import LearningRule, PluginOptions
+from bionas import LearningRule
 from bionas.rules import ErrorContext, add_buffer, open_error_context, rule_forward
 from bionas.rules.seeding import buffer_int, draw, layer_seed, mix
+from bionas_rules.feedback import RandomFeedbackOptions
 
 
 class DirectFeedbackAlignment(LearningRule):
@@ -36,15 +34,8 @@ class DirectFeedbackAlignment(LearningRule):
     description = "Direct feedback alignment: the output error reaches the layer through a fixed random matrix."
     needs_output_tap = True
 
-    class Options(PluginOptions):
-        init: Literal["xavier_uniform", "xavier_normal"] = Field(
-            "xavier_uniform", description="Distribution of the random projection B (BioTorch: Xavier-uniform)."
-        )
-        seed: int | None = Field(
-            None,
-            description="Seed of B; the n-th layer this rule wraps uses mix(seed, n). Unset: drawn from "
-            "torch's global generator.",
-        )
+    class Options(RandomFeedbackOptions):
+        pass
 
     def setup(self, layer: nn.Module) -> None:
         seed = torch.tensor(layer_seed(self), dtype=torch.int64, device=layer.weight.device)

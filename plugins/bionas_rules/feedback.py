@@ -22,26 +22,34 @@ from bionas import FeedbackRule, PluginOptions
 from bionas.rules import add_buffer
 from bionas.rules.seeding import buffer_int, draw, fans, layer_seed, mix, optimizer_steps, set_buffer_int
 
-Init = Literal["xavier_uniform", "xavier_normal"]
-INIT_FIELD = Field("xavier_uniform", description="Distribution of the random feedback (BioTorch: Xavier-uniform).")
-SEED_FIELD = Field(
-    None,
-    description="Seed of the random feedback; the n-th layer this rule wraps uses mix(seed, n). "
-    "Unset: each layer's seed is drawn from torch's global generator (reproducible under torch.manual_seed).",
-)
+class RandomFeedbackOptions(PluginOptions):
+    """Options of the rules whose feedback is random: its distribution and its seed."""
+
+    init: Literal["xavier_uniform", "xavier_normal"] = Field(
+        "xavier_uniform", description="Distribution of the random feedback (BioTorch: Xavier-uniform)."
+    )
+    seed: int | None = Field(
+        None,
+        description="Seed of the random feedback; the n-th layer this rule wraps uses mix(seed, n). Unset: each "
+        "layer's seed is drawn from torch's global generator (reproducible under torch.manual_seed).",
+    )
+
+
+def fixed_draw(rule, layer: nn.Module) -> torch.Tensor:
+    """A weight-shaped random tensor for `layer`, from a fresh per-layer seed of `rule`."""
+    w = layer.weight
+    return draw(w.shape, layer_seed(rule), rule.options.init).to(w.device, w.dtype)
 
 
 class FeedbackAlignment(FeedbackRule):
     name = "fa"
     description = "Feedback alignment: errors go down through a fixed random matrix B (a buffer)."
 
-    class Options(PluginOptions):
-        init: Init = INIT_FIELD
-        seed: int | None = SEED_FIELD
+    class Options(RandomFeedbackOptions):
+        pass
 
     def setup(self, layer: nn.Module) -> None:
-        w = layer.weight
-        add_buffer(layer, "feedback", draw(w.shape, layer_seed(self), self.options.init).to(w.device, w.dtype))
+        add_buffer(layer, "feedback", fixed_draw(self, layer))
 
     def feedback(self, layer: nn.Module) -> torch.Tensor:
         return layer.feedback
@@ -68,14 +76,11 @@ class FixedRandomSignFeedback(FeedbackRule):
     name = "frsf"
     description = "Fixed random-magnitude sign-concordant feedback: B = |R0| * sign(W), R0 drawn once."
 
-    class Options(PluginOptions):
-        init: Init = INIT_FIELD
-        seed: int | None = SEED_FIELD
+    class Options(RandomFeedbackOptions):
+        pass
 
     def setup(self, layer: nn.Module) -> None:
-        w = layer.weight
-        magnitude = draw(w.shape, layer_seed(self), self.options.init).abs()
-        add_buffer(layer, "feedback_magnitude", magnitude.to(w.device, w.dtype))
+        add_buffer(layer, "feedback_magnitude", fixed_draw(self, layer).abs())
 
     def feedback(self, layer: nn.Module) -> torch.Tensor:
         return layer.feedback_magnitude * torch.sign(layer.weight)
@@ -97,9 +102,7 @@ class BatchRandomSignFeedback(FeedbackRule):
     name = "brsf"
     description = "Batchwise random-magnitude sign-concordant feedback: B = |R| * sign(W), R redrawn every step."
 
-    class Options(PluginOptions):
-        init: Init = INIT_FIELD
-        seed: int | None = SEED_FIELD
+    class Options(RandomFeedbackOptions):
         redraw: Literal["optimizer_step", "weight_update"] = Field(
             "optimizer_step",
             description="When R is redrawn: after any torch.optim optimizer step ('optimizer_step'), "

@@ -4,7 +4,8 @@ For each output unit k (a channel at each position, for a conv) with weighted
 input u_k = w_k . x (bias excluded), the soft winner-take-all activation is
 
     y_k = softmax(u / T)_k over the output units,   negated for every unit but the
-                                                    winner (argmax u): anti-Hebbian
+                                                    winner (largest u; all tied units
+                                                    when several share it): anti-Hebbian
     dW_k = sum over samples (and positions) of  y_k (x - u_k w_k)
          = sum y_k x  -  (sum y_k u_k) w_k
 
@@ -44,10 +45,9 @@ def softhebb_update(
 ) -> torch.Tensor:
     """The SoftHebb update dW for input x and weighted input u = W x (channels on dim 1, or last for Linear)."""
     channels = 1 if geometry is not None else u.dim() - 1
-    y = torch.softmax(u / temperature, dim=channels)
-    if anti_hebbian:
-        winner = u.argmax(dim=channels, keepdim=True)
-        y = (-y).scatter(channels, winner, y.gather(channels, winner))
+    y = torch.softmax(u if temperature == 1 else u / temperature, dim=channels)
+    if anti_hebbian:  # the winner (largest u; amax is far faster than argmax on CPU) stays Hebbian
+        y = torch.where(u == u.amax(dim=channels, keepdim=True), y, -y)
     yx = weight_gradient(x, y, weight, geometry)
     other = [d for d in range(u.dim()) if d != channels]
     yu = (y * u).sum(dim=other)
