@@ -1,25 +1,302 @@
-"""Adversarial attacks: the Attack base.
+"""Adversarial attacks: the Attack base, threat models, and the machinery every attack shares.
 
-(Interface only until the attacks issue lands.)
+An attack maps (model, images in [0, 1], labels) to adversarial images in
+[0, 1] within its budget; the model maps [0, 1] images to logits
+(normalization lives inside it, so budgets are in pixel space).
+
+Every attack, through `Attack.run`:
+* puts the model in eval mode for the attack and restores each module's mode;
+* never modifies its inputs, and returns detached tensors;
+* is deterministic given its seed (a `torch.Generator`, never the global RNG);
+* reports the work it did per image (gradient steps or model queries) and its
+  threat model, so a report can say what kind of robustness a number means.
+
+Gradient attacks take their gradients through `bionas.exact_gradients` by
+default ("exact"); "rule" goes through the learning rules' own feedback path,
+a separate threat model whose numbers are not a robustness claim.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import contextlib
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
+from bionas.errors import BionasError
 from bionas.plugin import Plugin
+
+WHITE_BOX_EXACT = "white-box (exact gradients)"
+WHITE_BOX_RULE = "white-box (rule gradients)"
+BLACK_BOX = "black-box (score queries)"
+RULE_GRADIENT_NOTE = (
+    "white-box (rule gradients) is a separate threat model: gradients through the learning rules' own "
+    "feedback path, not the model's true gradient. Its numbers are NOT a robustness claim."
+)
+
+GradientSource = Literal["exact", "rule"]
+Norm = Literal["linf", "l2"]
+
+# Slack allowed by budget checks: float32 rounding of x + delta - x.
+BUDGET_ATOL = 1e-6
+BUDGET_RTOL = 1e-5
+
+
+class AttackError(BionasError):
+    """An attack that cannot run, or that returned images outside [0, 1] or outside its budget."""
+
+
+def transfer_threat_model(surrogate: str) -> str:
+    return f"transfer (surrogate: {surrogate})"
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What `Attack.run` returns: the adversarial images and the work spent on each."""
+
+    adversarial: torch.Tensor  # detached, same shape as the images, in [0, 1]
+    work: torch.Tensor  # float, one per image: gradient steps or model queries (NaN: not reported)
+    unit: str  # "steps", "queries", "surrogate steps", ...
 
 
 class Attack(Plugin):
     """`attack(model, images, labels)` -> adversarial images in [0, 1] within the budget.
 
     The model maps [0, 1] images to logits (normalization lives inside it).
+
+    Subclasses implement `perturb(model, images, labels, generator) -> (adversarial,
+    work per image)`; `run` wraps it with everything the contract above promises.
+    A subclass that only overrides `__call__` still works (its work is reported as
+    unknown). Class attributes describe the attack to an evaluation:
+    * `family`: "white-box", "black-box" or "transfer";
+    * `budget`: the option an eps sweep sets ("eps"), or another budget ("pixels"), or None;
+    * `work_unit`: what `work` counts;
+    * `one_step`: a single-step attack (FGSM), compared against iterative ones.
     """
 
     kind: ClassVar[str] = "attack"
+    family: ClassVar[str] = "white-box"
+    budget: ClassVar[str | None] = "eps"
+    work_unit: ClassVar[str] = "steps"
+    one_step: ClassVar[bool] = False
+
+    # -- description ---------------------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """Short name in tables: the plugin name, its variant (`pgd-dlr`), and a norm other than linf."""
+        norm = self.norm
+        return f"{self.variant} ({norm})" if norm and norm != "linf" else self.variant
+
+    @property
+    def variant(self) -> str:
+        """The plugin name plus what distinguishes a variant of the attack (a loss); used by `label`."""
+        return self.name
+
+    @property
+    def gradient(self) -> str | None:
+        """ "exact" or "rule" for gradient attacks, else None."""
+        return getattr(self.options, "gradient", None) if self.family == "white-box" else None
+
+    @property
+    def threat_model(self) -> str:
+        if self.family == "white-box":
+            return WHITE_BOX_RULE if self.gradient == "rule" else WHITE_BOX_EXACT
+        if self.family == "black-box":
+            return BLACK_BOX
+        return self.family
+
+    @property
+    def is_robustness_claim(self) -> bool:
+        """False for threat models whose numbers say nothing about robustness (rule gradients)."""
+        return self.threat_model != WHITE_BOX_RULE
+
+    @property
+    def norm(self) -> str | None:
+        """The norm of an eps budget ("linf", "l2"), None for other budgets."""
+        if self.budget != "eps":
+            return None
+        return getattr(self.options, "norm", "linf")
+
+    @property
+    def budget_value(self) -> Any:
+        return getattr(self.options, self.budget) if self.budget else None
+
+    def with_options(self, **changes: Any) -> Attack:
+        """A copy with some options changed (validated); other attributes (a surrogate) are kept."""
+        new = copy.copy(self)
+        new.options = type(self)(self.options.model_dump(), **changes).options
+        return new
+
+    # -- running -------------------------------------------------------------------------------
+
+    def perturb(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attack itself: (adversarial images, work per image). `images` is a private copy."""
+        raise NotImplementedError(f"{type(self).__qualname__} implements neither perturb() nor __call__()")
+
+    def run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, seed: int | None = None):
+        """Attack a batch; returns an AttackResult. `seed` overrides the `seed` option."""
+        check_batch(images, labels)
+        if seed is None:
+            seed = getattr(self.options, "seed", 0)
+        x = images.detach().clone()
+        y = labels.detach().to(images.device)
+        with model_mode(model):
+            if type(self).__call__ is not Attack.__call__:  # a plugin that implements __call__ only
+                adversarial = self(model, x, y)
+                work = torch.full((len(x),), float("nan"))
+            else:
+                generator = torch.Generator(device=images.device).manual_seed(int(seed))
+                adversarial, work = self.perturb(model, x, y, generator)
+        return AttackResult(adversarial.detach(), work.detach().float().cpu(), self.work_unit)
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return self.run(model, images, labels).adversarial
+
+    # -- budget --------------------------------------------------------------------------------
+
+    def budget_excess(self, images: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
+        """Per image, by how much the adversarial image leaves the budget (<= 0: within it)."""
+        if self.budget != "eps":
+            return torch.zeros(len(images), device=images.device)
+        eps = float(self.budget_value)
+        size = lp_norm(adversarial - images, self.norm)
+        return size - (eps + BUDGET_ATOL + BUDGET_RTOL * eps)
+
+    def check_result(self, images: torch.Tensor, adversarial: torch.Tensor) -> None:
+        """Raise AttackError if the adversarial images are not valid: shape, [0, 1], budget."""
+        if adversarial.shape != images.shape:
+            raise AttackError(
+                f"attack '{self.label}' returned shape {tuple(adversarial.shape)} for {tuple(images.shape)}"
+            )
+        if not torch.isfinite(adversarial).all() or adversarial.min() < 0 or adversarial.max() > 1:
+            raise AttackError(f"attack '{self.label}' returned images outside [0, 1]")
+        excess = self.budget_excess(images, adversarial)
+        if (excess > 0).any():
+            raise AttackError(
+                f"attack '{self.label}' left its budget ({self.budget}={self.budget_value}) on "
+                f"{int((excess > 0).sum())} of {len(images)} images (by up to {float(excess.max()):.3g})"
+            )
+
+
+# -- helpers for attack implementations ----------------------------------------------------------
+
+
+def check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
+    if not torch.is_tensor(images) or not images.is_floating_point() or images.dim() < 2:
+        raise AttackError("attacks take a float tensor of images, N x ...")
+    if not torch.is_tensor(labels) or labels.shape != images.shape[:1]:
+        raise AttackError(f"expected {len(images)} labels, got shape {tuple(getattr(labels, 'shape', ()))}")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise AttackError(
+            "attacks take images in [0, 1] (pixel space); normalization belongs inside the model, "
+            f"got values in [{float(images.min()):.3g}, {float(images.max()):.3g}]"
+        )
+
+
+@contextlib.contextmanager
+def model_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the duration; afterwards every module is back in its own previous mode."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def gradient_context(model: nn.Module, gradient: str):
+    """The context a forward and backward run in: exact -> `exact_gradients(model)`; rule -> as trained."""
+    if gradient == "rule":
+        return contextlib.nullcontext()
+    if gradient != "exact":
+        raise AttackError(f"gradient must be 'exact' or 'rule', got {gradient!r}")
+    from bionas.rules import exact_gradients
+
+    return exact_gradients(model)
+
+
+def input_gradient(
+    model: nn.Module,
+    images: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    gradient: str = "exact",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(d sum(loss) / d images, logits, per-image loss), through the chosen gradient source.
+
+    `loss_fn(logits)` returns one loss per image. Only the input gradient is
+    computed; parameters' `.grad` are left untouched. A rule that sends no error
+    to the input (hebbian, with gradient="rule") gives a zero gradient.
+    """
+    x = images.detach().requires_grad_(True)
+    with torch.enable_grad(), gradient_context(model, gradient):
+        logits = model(x)
+        losses = loss_fn(logits)
+        grad = None
+        if losses.requires_grad:
+            (grad,) = torch.autograd.grad(losses.sum(), x, allow_unused=True)
+    if grad is None:  # a rule with no error path to the input (hebbian): its gradient is zero
+        grad = torch.zeros_like(x)
+    return grad.detach(), logits.detach(), losses.detach()
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(len(t), -1)
+
+
+def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-image norm of a perturbation ("linf" or "l2")."""
+    if norm == "linf":
+        return _flat(delta).abs().amax(dim=1) if delta.numel() else delta.new_zeros(len(delta))
+    if norm == "l2":
+        return _flat(delta).norm(dim=1)
+    raise AttackError(f"unknown norm {norm!r}; use linf or l2")
+
+
+def normalized(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The steepest-ascent direction of unit size: sign for linf, grad / |grad|_2 for l2."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / _per_image(lp_norm(grad, "l2").clamp_min(1e-12), grad)
+
+
+def project(images: torch.Tensor, adversarial: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Onto the eps-ball around `images`, then into [0, 1] (in pixel space; the clamp keeps the ball)."""
+    delta = adversarial - images
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        scale = (eps / lp_norm(delta, "l2").clamp_min(1e-12)).clamp(max=1.0)
+        delta = delta * _per_image(scale, delta)
+    return (images + delta).clamp(0.0, 1.0)
+
+
+def random_start(images: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:
+    """A uniformly random point of the eps-ball around `images` (clamped to [0, 1])."""
+    if norm == "linf":
+        noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+        return project(images, images + (2 * noise - 1) * eps, eps, norm)
+    direction = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    direction = normalized(direction, "l2")
+    u = torch.rand(len(images), generator=generator, device=images.device, dtype=images.dtype)
+    radius = eps * u ** (1.0 / images[0].numel())
+    return project(images, images + direction * _per_image(radius, images), eps, norm)
+
+
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Logits without gradients, in chunks of `batch_size` images (all at once when None)."""
+    with torch.no_grad():
+        if batch_size is None or len(images) <= batch_size:
+            return model(images)
+        return torch.cat([model(chunk) for chunk in images.split(batch_size)])

@@ -1,0 +1,234 @@
+"""The attacks: formulas, budgets, range, determinism, modes, and strength on small models."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from attack_models import OnePixelModel, mlp, one_thread, shuffled, train  # noqa: F401 (one_thread: fixture)
+from torch import nn
+
+import bionas
+from bionas.attacks import WHITE_BOX_EXACT, WHITE_BOX_RULE, AttackError, lp_norm
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_tensors):
+    """2,000 shuffled training digits and 200 test digits."""
+    images, labels = shuffled(*mnist_tensors)
+    return images[:2000], labels[:2000], images[4000:4200], labels[4000:4200]
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """A 784-64-10 MLP trained with backprop (about 90% test accuracy)."""
+    x, y, _, _ = digits
+    return train(mlp(), x, y, steps=300)
+
+
+def small(name, **options):
+    """Each attack at a budget small enough for tests."""
+    quick = {"apgd": {"steps": 10}, "square": {"queries": 50}, "onepixel": {"population": 20, "generations": 3}}
+    return bionas.get_attack(name, **{**quick.get(name, {}), **options})
+
+
+ALL = [
+    ("fgsm", {}),
+    ("pgd", {}),
+    ("pgd", {"norm": "l2", "eps": 1.5, "restarts": 2}),
+    ("apgd", {}),
+    ("apgd", {"norm": "l2", "eps": 1.5, "loss": "dlr"}),
+    ("square", {"eps": 0.1}),
+    ("onepixel", {}),
+    ("transfer", {"attack": "pgd", "attack_options": {"steps": 3}}),
+]
+
+
+def prepare(name, options):
+    attack = small(name, **options)
+    if name == "transfer":
+        attack = attack.with_surrogate(mlp(seed=1), label="untrained MLP")
+    return attack
+
+
+def test_fgsm_equals_its_formula(trained, digits):
+    x, y = digits[2][:64], digits[3][:64]
+    eps = 0.1
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(trained(xr), y), xr)
+    expected = (x + eps * grad.sign()).clamp(0, 1)
+    assert torch.equal(bionas.get_attack("fgsm", eps=eps)(trained, x, y), expected)
+
+
+@pytest.mark.parametrize("norm, eps, alpha", [("linf", 0.1, 0.02), ("l2", 1.0, 0.25)])
+def test_pgd_without_random_start_equals_a_manual_loop(trained, digits, norm, eps, alpha):
+    x, y = digits[2][:64], digits[3][:64]
+    adv = x.clone()
+    for _ in range(7):
+        adv.requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(trained(adv), y, reduction="sum"), adv)
+        with torch.no_grad():
+            if norm == "linf":
+                step = g.sign()
+            else:
+                step = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            delta = adv + alpha * step - x
+            if norm == "linf":
+                delta = delta.clamp(-eps, eps)
+            else:
+                delta = delta * (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1).view(-1, 1, 1, 1)
+            adv = (x + delta).clamp(0, 1)
+    pgd = bionas.get_attack("pgd", eps=eps, norm=norm, alpha=alpha, steps=7, random_start=False)
+    assert torch.equal(pgd(trained, x, y), adv)
+
+
+def test_pgd_default_step_is_the_published_one_at_8_255():
+    assert bionas.get_attack("pgd").step_size == pytest.approx(2 / 255)
+    assert bionas.get_attack("pgd", eps="8/255", steps=20).step_size == pytest.approx(1 / 255)
+
+
+@pytest.mark.parametrize(
+    "name, options", ALL, ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values()))
+)
+def test_every_attack_keeps_budget_range_inputs_and_mode(trained, digits, name, options):
+    x, y = digits[2][:32], digits[3][:32]
+    x_before, y_before = x.clone(), y.clone()
+    model = nn.Sequential(trained, nn.Dropout(0.5))  # eval mode during the attack, or dropout changes outputs
+    model.train()
+    attack = prepare(name, options)
+    result = attack.run(model, x, y)
+    adv = result.adversarial
+    assert torch.equal(x, x_before) and torch.equal(y, y_before)
+    assert model.training and model[1].training and model[0].training
+    assert all(p.grad is None for p in model.parameters())
+    assert not adv.requires_grad and adv.shape == x.shape
+    assert adv.min() >= 0 and adv.max() <= 1
+    attack.check_result(x, adv)  # raises when outside the budget
+    if attack.budget == "eps":
+        assert (lp_norm(adv - x, attack.norm) <= attack.budget_value + 1e-6).all()
+    else:
+        changed = (adv != x).flatten(1).sum(dim=1)
+        assert (changed <= attack.options.pixels).all()
+    assert result.work.shape == (32,) and (result.work >= 1).all()
+
+
+def test_check_result_rejects_images_outside_budget_or_range():
+    pgd = bionas.get_attack("pgd", eps=0.1)
+    x = torch.full((2, 1, 4, 4), 0.5)
+    with pytest.raises(AttackError, match="left its budget"):
+        pgd.check_result(x, x + 0.2)
+    with pytest.raises(AttackError, match=r"outside \[0, 1\]"):
+        pgd.check_result(x, x * 3)
+
+
+def test_attacks_refuse_images_outside_0_1(trained):
+    with pytest.raises(AttackError, match="normalization belongs inside the model"):
+        bionas.get_attack("fgsm")(trained, torch.randn(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "name, options", [a for a in ALL if a[0] not in ("fgsm",)], ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_seeds_make_results_repeatable(trained, digits, name, options):
+    x, y = digits[2][:16], digits[3][:16]
+    attack = prepare(name, options)
+    first = attack.run(trained, x, y, seed=3).adversarial
+    assert torch.equal(first, attack.run(trained, x, y, seed=3).adversarial)
+    assert (
+        torch.equal(first, attack.with_options(seed=3).run(trained, x, y).adversarial)
+        if "seed" in attack.Options.model_fields
+        else True
+    )
+    assert not torch.equal(first, attack.run(trained, x, y, seed=4).adversarial)
+
+
+def test_eps_accepts_fractions_and_threat_models_are_labelled():
+    pgd = bionas.get_attack("pgd", eps="8/255", gradient="rule")
+    assert pgd.options.eps == pytest.approx(8 / 255)
+    assert pgd.threat_model == WHITE_BOX_RULE and not pgd.is_robustness_claim
+    assert bionas.get_attack("apgd").threat_model == WHITE_BOX_EXACT
+    assert bionas.get_attack("square").threat_model == "black-box (score queries)"
+    transfer = bionas.get_attack("transfer").with_surrogate(mlp(), label="bp MLP")
+    assert transfer.threat_model == "transfer (surrogate: bp MLP)" and transfer.is_robustness_claim
+    with pytest.raises(bionas.SpecError, match="eps"):
+        bionas.get_attack("pgd", eps="8/x")
+
+
+def test_onepixel_finds_the_one_pixel_that_fools_a_constructed_model():
+    model = OnePixelModel(row=5, col=2)
+    x = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.4
+    y = torch.zeros(12, dtype=torch.long)
+    attack = bionas.get_attack("onepixel", population=40, generations=30)
+    result = attack.run(model, x, y)
+    adv = result.adversarial
+    assert (model(adv).argmax(1) == 1).all()
+    changed = (adv != x).any(dim=1)  # N x H x W
+    assert changed.flatten(1).sum(1).eq(1).all() and changed[:, 5, 2].all()
+    assert (result.work < 40 * 31).any()  # stopped early for the images it fooled early
+
+
+def test_onepixel_population_is_evaluated_as_big_batches(trained, digits, monkeypatch):
+    """No Python loop over images or candidates: one forward per chunk of the whole population."""
+    x, y = digits[2][:10], digits[3][:10]
+    calls = []
+    model = nn.Sequential(trained)
+    model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    bionas.get_attack("onepixel", population=50, generations=2, chunk=10_000)(model, x, y)
+    assert calls[0] == 10 * 50 and len(calls) <= 3
+
+
+def test_apgd_is_at_least_as_strong_as_pgd_at_equal_steps(trained, digits):
+    x, y = digits[2], digits[3]
+    clean = trained(x).argmax(1) == y
+    x, y = x[clean], y[clean]
+
+    def accuracy(attack):
+        return (trained(attack(trained, x, y)).argmax(1) == y).float().mean().item()
+
+    for steps in (5, 20):
+        pgd = accuracy(bionas.get_attack("pgd", eps=0.06, steps=steps))
+        apgd = accuracy(bionas.get_attack("apgd", eps=0.06, steps=steps))
+        assert apgd <= pgd, (steps, apgd, pgd)
+
+
+def test_transfer_runs_the_base_attack_on_the_surrogate(trained, digits):
+    x, y = digits[2][:16], digits[3][:16]
+    surrogate = mlp(seed=1)
+    transfer = bionas.get_attack("transfer", attack="pgd", attack_options={"steps": 4}, eps=0.1).with_surrogate(
+        surrogate
+    )
+    expected = bionas.get_attack("pgd", steps=4, eps=0.1).run(surrogate, x, y, seed=5).adversarial
+    assert torch.equal(transfer.run(trained, x, y, seed=5).adversarial, expected)
+    assert transfer.label == "transfer (pgd)" and transfer.work_unit == "surrogate steps"
+
+
+def test_transfer_without_surrogate_says_how_to_give_one(trained, digits, tmp_path):
+    x, y = digits[2][:4], digits[3][:4]
+    with pytest.raises(AttackError, match="with_surrogate"):
+        bionas.get_attack("transfer")(trained, x, y)
+    with pytest.raises(bionas.BionasError, match="not available until"):
+        bionas.get_attack("transfer", surrogate=str(tmp_path))(trained, x, y)
+    with pytest.raises(AttackError, match="itself"):
+        bionas.get_attack("transfer").with_surrogate(trained)(trained, x, y)
+
+
+def test_transfer_validates_its_base_attack():
+    with pytest.raises(bionas.SpecError, match="steps"):
+        bionas.get_attack("transfer", attack="pgd", attack_options={"steps": 0})
+    with pytest.raises(bionas.SpecError, match="no eps budget"):
+        bionas.get_attack("transfer", attack="onepixel")
+    with pytest.raises(bionas.SpecError, match="Did you mean: pgd"):
+        bionas.get_attack("transfer", attack="pdg")
+
+
+def test_dlr_needs_three_classes():
+    model = OnePixelModel(0, 0)
+    with pytest.raises(AttackError, match="3 classes"):
+        bionas.get_attack("apgd", loss="dlr", steps=2)(
+            model, torch.rand(2, 1, 4, 4) * 0.4, torch.zeros(2, dtype=torch.long)
+        )
+
+
+def test_a_plugin_implementing_only_call_still_runs(toy_plugins):
+    attack = bionas.get_attack("toy_attack")
+    x = torch.rand(3, 1, 4, 4)
+    result = attack.run(nn.Flatten(), x, torch.zeros(3, dtype=torch.long))
+    assert torch.equal(result.adversarial, x) and result.work.isnan().all()
