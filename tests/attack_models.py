@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Attack tests run many small ops: one intra-op thread is much faster on a shared 2-core machine.
-
-    Test modules import this fixture; the thread count is restored after the module.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def shuffled(images: torch.Tensor, labels: torch.Tensor, seed: int = 0):

@@ -8,6 +8,16 @@ import torch
 from bionas import registry
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """The tests run many tiny ops: one intra-op thread is faster for them than several, and does
+    not collapse when the CPUs are shared. Results do not depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_registry(monkeypatch):
     """Each test sees the plugins as the environment it sets up describes them."""

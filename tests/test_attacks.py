@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from attack_models import OnePixelModel, mlp, one_thread, shuffled, train  # noqa: F401 (one_thread: fixture)
+from attack_models import OnePixelModel, mlp, shuffled, train
 from torch import nn
 
 import bionas

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from attack_models import OnePixelModel, mlp, one_thread, shuffled, train  # noqa: F401 (one_thread: fixture)
+from attack_models import OnePixelModel, mlp, shuffled, train
 from pydantic import Field
 from typer.testing import CliRunner
 

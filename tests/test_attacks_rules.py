@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from attack_models import mlp, one_thread, shuffled, train  # noqa: F401 (one_thread: fixture)
+from attack_models import mlp, shuffled, train
 
 import bionas
 from bionas.attacks import WHITE_BOX_RULE, input_gradient

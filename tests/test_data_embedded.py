@@ -84,16 +84,7 @@ def test_synthetic_is_deterministic_and_sized():
     assert not torch.equal(a.tensors("train")[0], a.tensors("test")[0][:30])
 
 
-@pytest.fixture
-def one_thread():
-    """Small convs run fastest on one thread, and do not collapse when the CPUs are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_synthetic_is_learnable(one_thread):
+def test_synthetic_is_learnable():
     torch.manual_seed(0)
     ds = bionas.get_dataset("synthetic", num_classes=10, image_size=16, train_size=2000, val_size=100, test_size=500)
     net = nn.Sequential(

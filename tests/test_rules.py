@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import bionas
-from torch_threads import one_torch_thread  # noqa: F401  (autouse)
 from bionas.errors import PluginError, SpecError
 from bionas.rules import FeedbackRule, LearningRule, exact_gradients, rule_of
 

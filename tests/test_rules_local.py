@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import bionas
-from torch_threads import one_torch_thread  # noqa: F401  (autouse)
 from bionas.rules import OutputTap, rule_of
 
 # -- dfa ------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import bionas
-from torch_threads import one_torch_thread  # noqa: F401  (autouse)
 from bionas.rules import exact_gradients, rule_of
 
 
