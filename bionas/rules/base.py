@@ -1,0 +1,100 @@
+"""The rule bases: LearningRule (wrap / apply a layer or module) and FeedbackRule (B in place of W)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from bionas.errors import PluginError
+from bionas.plugin import Plugin
+from bionas.rules.layers import (
+    RuleLayerMixin,
+    attach,
+    is_layer,
+    release_module_rules,
+    rule_forward,
+    wrap_problem,
+    wrappable_layers,
+)
+
+
+class LearningRule(Plugin):
+    """A rule decides the error a layer sends below and the update of its own parameters.
+
+    `wrap(layer)` takes an nn.Conv2d or nn.Linear and returns it (in place) with the
+    identical forward function and parameters and the rule's backward. `apply(module)`
+    does that for every Conv2d/Linear inside a module. A subclass implements
+    `layer_forward(layer, x)` (usually one call of `bionas.rules.rule_forward`) and,
+    when it keeps state, `setup(layer)` to register buffers with `bionas.rules.add_buffer`.
+    """
+
+    kind: ClassVar[str] = "rule"
+    #: True for rules that need the network-output error (an OutputTap on the logits).
+    needs_output_tap: ClassVar[bool] = False
+
+    def wrap(self, layer: nn.Module) -> nn.Module:
+        """Make `layer` (a Conv2d or Linear) learn by this rule; a rule it had is replaced."""
+        problem = wrap_problem(layer)
+        if problem:
+            raise PluginError(f"rule '{self.name}' cannot wrap this {type(layer).__name__}: {problem}")
+        attach(layer, self, RuleLayerMixin)
+        self.setup(layer)
+        return layer
+
+    def apply(self, module: nn.Module) -> nn.Module:
+        """Make every Conv2d/Linear inside `module` (itself included) learn by this rule.
+
+        Returns the module to use (the same object: wrapping works in place). Re-applying
+        replaces the rules layers had; it never wraps twice. Module-level rules inside
+        `module` (pc) are released first.
+        """
+        release_module_rules(module)
+        if is_layer(module):
+            return self.wrap(module)
+        for name, layer in list(wrappable_layers(module)):
+            new = self.wrap(layer)
+            if new is not layer:
+                module.set_submodule(name, new)
+        return module
+
+    # -- what subclasses implement ---------------------------------------------------------------
+
+    def setup(self, layer: nn.Module) -> None:
+        """Register this rule's buffers on a freshly wrapped layer (default: none)."""
+
+    def layer_forward(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The layer's forward while autograd records (plain forward otherwise)."""
+        raise NotImplementedError(f"rule '{self.name}' does not implement layer_forward")
+
+    def module_forward(self, module: nn.Module, *args, **kwargs):
+        """Forward of a module this rule works on as a whole (rules that attach to modules only)."""
+        raise NotImplementedError(f"rule '{self.name}' does not attach to modules")
+
+    def effective_feedback(self, layer: nn.Module) -> torch.Tensor | None:
+        """The weight-shaped tensor the input gradient is computed with, or None if there is none."""
+        return None
+
+    def load_state(self, layer: nn.Module) -> None:
+        """Called after load_state_dict filled a wrapped layer: forget derived, non-persistent state."""
+        layer._bionas_state.clear()
+
+
+class FeedbackRule(LearningRule):
+    """The feedback-alignment family: the input gradient uses `feedback(layer)` in place of the weight.
+
+    The weight and bias gradients are the ordinary local ones. A subclass implements
+    `feedback(layer)`, returning a tensor shaped like `layer.weight`.
+    """
+
+    def feedback(self, layer: nn.Module) -> torch.Tensor:
+        raise NotImplementedError
+
+    def layer_forward(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            feedback = self.feedback(layer)
+        return rule_forward(layer, x, send=feedback)
+
+    def effective_feedback(self, layer: nn.Module) -> torch.Tensor:
+        return self.feedback(layer)

@@ -1,0 +1,135 @@
+"""The feedback-alignment family: the input gradient is B^T g with B in place of W.
+
+For y = W x and g = dL/dy every rule here keeps the ordinary weight gradient
+g x^T (and bias gradient) and sends B^T g below (Sanfiz & Akrout 2021, BioTorch):
+
+    fa    B fixed random (Xavier-uniform), independent of W  (Lillicrap et al. 2016)
+    usf   B = s * sign(W), s = sqrt(2 / (fan_in + fan_out)), recomputed from W
+    brsf  B = |R| * sign(W), R Xavier-uniform redrawn once per training step
+    frsf  B = |R0| * sign(W), R0 Xavier-uniform drawn once      (Moskovitz et al. 2018)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from bionas import FeedbackRule, PluginOptions
+from bionas.rules import add_buffer
+from bionas.rules.seeding import buffer_int, draw, fans, layer_seed, mix, optimizer_steps, set_buffer_int
+
+class RandomFeedbackOptions(PluginOptions):
+    """Options of the rules whose feedback is random: its distribution and its seed."""
+
+    init: Literal["xavier_uniform", "xavier_normal"] = Field(
+        "xavier_uniform", description="Distribution of the random feedback (BioTorch: Xavier-uniform)."
+    )
+    seed: int | None = Field(
+        None,
+        description="Seed of the random feedback; the n-th layer this rule wraps uses mix(seed, n). Unset: each "
+        "layer's seed is drawn from torch's global generator (reproducible under torch.manual_seed).",
+    )
+
+
+def fixed_draw(rule, layer: nn.Module) -> torch.Tensor:
+    """A weight-shaped random tensor for `layer`, from a fresh per-layer seed of `rule`."""
+    w = layer.weight
+    return draw(w.shape, layer_seed(rule), rule.options.init).to(w.device, w.dtype)
+
+
+class FeedbackAlignment(FeedbackRule):
+    name = "fa"
+    description = "Feedback alignment: errors go down through a fixed random matrix B (a buffer)."
+
+    class Options(RandomFeedbackOptions):
+        pass
+
+    def setup(self, layer: nn.Module) -> None:
+        add_buffer(layer, "feedback", fixed_draw(self, layer))
+
+    def feedback(self, layer: nn.Module) -> torch.Tensor:
+        return layer.feedback
+
+
+class UniformSignFeedback(FeedbackRule):
+    name = "usf"
+    description = "Uniform sign-concordant feedback: B = s * sign(W), s = sqrt(2 / (fan_in + fan_out))."
+
+    class Options(PluginOptions):
+        scale: Literal["xavier", "unit"] = Field(
+            "xavier", description="s: 'xavier' = sqrt(2 / (fan_in + fan_out)) (BioTorch's scaling), 'unit' = 1."
+        )
+
+    def feedback(self, layer: nn.Module) -> torch.Tensor:
+        w = layer.weight
+        if self.options.scale == "unit":
+            return torch.sign(w)
+        fan_in, fan_out = fans(w.shape)
+        return torch.sign(w) * math.sqrt(2.0 / (fan_in + fan_out))
+
+
+class FixedRandomSignFeedback(FeedbackRule):
+    name = "frsf"
+    description = "Fixed random-magnitude sign-concordant feedback: B = |R0| * sign(W), R0 drawn once."
+
+    class Options(RandomFeedbackOptions):
+        pass
+
+    def setup(self, layer: nn.Module) -> None:
+        add_buffer(layer, "feedback_magnitude", fixed_draw(self, layer).abs())
+
+    def feedback(self, layer: nn.Module) -> torch.Tensor:
+        return layer.feedback_magnitude * torch.sign(layer.weight)
+
+
+class BatchRandomSignFeedback(FeedbackRule):
+    """B = |R_k| * sign(W): R_k is drawn from mix(feedback_seed, k) where k = feedback_step.
+
+    k advances by one at the first use after a training step, so every forward
+    pass of one step (gradient accumulation, second-order DARTS' perturbed passes)
+    sees the same B. What counts as a step is the `redraw` option:
+    'optimizer_step' (default) a `torch.optim.Optimizer.step()` call anywhere in
+    the process, 'weight_update' any in-place change of this layer's weight. Both
+    buffers are checkpointed: after load_state_dict the next use draws k + 1,
+    exactly as the saved run does after its optimizer step. R is drawn on the
+    weight's device (no host-to-device copy per step).
+    """
+
+    name = "brsf"
+    description = "Batchwise random-magnitude sign-concordant feedback: B = |R| * sign(W), R redrawn every step."
+
+    class Options(RandomFeedbackOptions):
+        redraw: Literal["optimizer_step", "weight_update"] = Field(
+            "optimizer_step",
+            description="When R is redrawn: after any torch.optim optimizer step ('optimizer_step'), "
+            "or after any in-place change of the layer's weight ('weight_update').",
+        )
+
+    def setup(self, layer: nn.Module) -> None:
+        device = layer.weight.device
+        add_buffer(layer, "feedback_seed", torch.tensor(layer_seed(self), dtype=torch.int64, device=device))
+        add_buffer(layer, "feedback_step", torch.tensor(0, dtype=torch.int64, device=device))
+
+    def _clock(self, w: torch.Tensor):
+        if self.options.redraw == "optimizer_step":
+            return optimizer_steps()
+        return (id(w), w.data_ptr(), w._version)
+
+    def feedback(self, layer: nn.Module) -> torch.Tensor:
+        w = layer.weight
+        state = layer._bionas_state
+        clock = self._clock(w)
+        if state.get("clock") != clock:
+            set_buffer_int(layer, "feedback_step", buffer_int(layer, "feedback_step") + 1)
+            state["clock"] = clock
+        step = buffer_int(layer, "feedback_step")
+        cached = state.get("magnitude")
+        if cached is None or cached[0] != step or cached[1].device != w.device or cached[1].dtype != w.dtype:
+            seed = mix(buffer_int(layer, "feedback_seed"), step)
+            magnitude = draw(w.shape, seed, self.options.init, device=w.device).abs()
+            cached = state["magnitude"] = (step, magnitude.to(w.device, w.dtype))
+        return cached[1] * torch.sign(w)
