@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from space_support import layer_rules, one_thread, rules  # noqa: F401  (fixtures)
+from space_support import layer_rules, rules  # noqa: F401  (fixture)
+from torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
 import bionas

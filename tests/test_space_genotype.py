@@ -5,7 +5,8 @@ import math
 
 import pytest
 import torch
-from space_support import one_thread, rules  # noqa: F401  (fixtures)
+from space_support import rules  # noqa: F401  (fixture)
+from torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from bionas.errors import SpecError
 from bionas.space import BIONAS_DARTS, DARTS_V2, Edge, Genotype, SearchSpace, Supernet, derive_cell

@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from space_support import layer_rules, one_thread, rules  # noqa: F401  (fixtures)
+from space_support import layer_rules, rules  # noqa: F401  (fixture)
+from torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
 from bionas.space import BIONAS_DARTS, DARTS_V2, Edge, Genotype, Network, count_parameters
@@ -41,7 +42,9 @@ def test_forward_backward_with_every_rule(rules):
         logits, aux = net.forward_with_aux(x)
         (F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)).backward()
         assert logits.shape == aux.shape == (2, 10)
-        assert all(p.grad is not None for p in net.parameters()), rule
+        assert all(m.weight.grad is not None for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), rule
+        if rule != "hebbian":  # SoftHebb sends no error below (its published setting): BatchNorms get none
+            assert all(p.grad is not None for p in net.parameters()), rule
 
 
 def test_every_layer_learns_by_its_genotype_rule(rules):

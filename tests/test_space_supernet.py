@@ -3,13 +3,22 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from space_support import layer_rules, one_thread, rules  # noqa: F401  (fixtures)
+from space_support import layer_rules, rules  # noqa: F401  (fixture)
+from torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
-from bionas.space import MixedEdge, SearchSpace, Supernet, count_parameters
+from bionas.rules import rule_of
+from bionas.space import DARTS_V2, Genotype, MixedEdge, Network, SearchSpace, Supernet, count_parameters
+from bionas.space.candidates import FIXED_LAYERS as FIXED
 from bionas.space.blocks import num_edges
 
 TINY = {"channels": 4, "cells": 3}  # reductions at cells 1 and 2
+DFA_GENOTYPE = {
+    **{k: v for k, v in DARTS_V2.to_dict().items() if k != "fixed_rules"},
+    "fixed_rules": dict.fromkeys(FIXED, "dfa"),
+    "normal": [{**e, "rule": e["rule"] and "dfa"} for e in DARTS_V2.to_dict()["normal"]],
+    "reduce": [{**e, "rule": e["rule"] and "dfa"} for e in DARTS_V2.to_dict()["reduce"]],
+}
 
 
 def test_darts_supernet_parameter_count(rules):
@@ -35,11 +44,14 @@ def naive_mix(edge: MixedEdge, x, weights):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_mixed_edge_equals_the_plain_weighted_sum(rules, stride):
+@pytest.mark.parametrize("space_rules", [["usf", "brsf", "frsf", "fa"], ["pc", "hebbian", "bp"]])
+def test_mixed_edge_equals_the_plain_weighted_sum(rules, stride, space_rules):
+    # pc works on an op as a whole, so its candidates must not share the leading ReLU
     torch.manual_seed(0)
-    edge = MixedEdge(SearchSpace(), channels=4, stride=stride)
+    space = SearchSpace({"rules": space_rules})
+    edge = MixedEdge(space, channels=4, stride=stride)
     x = torch.randn(3, 4, 7, 7, requires_grad=True)
-    w = torch.softmax(torch.randn(22), 0).requires_grad_()
+    w = torch.softmax(torch.randn(space.num_candidates), 0).requires_grad_()
     fast = edge(x, w)
     grads_fast = torch.autograd.grad(fast.square().sum(), [x, w])
     slow = naive_mix(edge, x, w)
@@ -74,6 +86,22 @@ def test_one_hot_weights_run_only_the_chosen_candidates(rules):
     assert chosen & edge_convs and {k for k in calls if k in edge_convs} == chosen & edge_convs
     # the same numbers as running every candidate with those weights
     torch.testing.assert_close(out, net(x, {k: w.clone().requires_grad_() for k, w in weights.items()}))
+
+
+@pytest.mark.parametrize("model", ["supernet", "network"])
+def test_dfa_layers_get_the_output_error_through_the_output_tap(rules, model):
+    torch.manual_seed(0)
+    if model == "supernet":
+        net = Supernet(SearchSpace({**TINY, "rules": ["dfa"], "fixed_rules": dict.fromkeys(FIXED, "dfa")}), 10)
+    else:
+        net = Network(Genotype.from_dict(DFA_GENOTYPE), channels=4, cells=3)
+    x, y = torch.rand(2, 3, 8, 8), torch.tensor([1, 2])
+    F.cross_entropy(net(x), y).backward()
+    dfa_weights = [m.weight for m in net.modules() if isinstance(m, nn.Conv2d) and rule_of(m) is not None]
+    assert dfa_weights and all(w.grad is not None and w.grad.abs().sum() > 0 for w in dfa_weights)
+    net.output_tap = nn.Identity()  # without the tap, dfa layers have no error to learn from
+    with pytest.raises(Exception, match="(?i)tap"):
+        F.cross_entropy(net(x), y).backward()
 
 
 def test_weights_must_have_the_alphas_shape(rules):

@@ -16,12 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-try:
-    from bionas.rules import OutputTap
-except ImportError:  # the learning-rules issue provides it; until then an identity stands in
-
-    class OutputTap(nn.Identity):
-        """Identity on the logits; dfa layers read the output error from its backward."""
+from bionas.rules import rule_of
 
 
 def with_rule(module: nn.Module, rule) -> nn.Module:
@@ -34,7 +29,8 @@ class ReLUFirst(nn.Sequential):
 
     A mixed edge computes that ReLU once for all its candidates that start with
     one (the forward is identical; the ReLU has no parameters and no rule) and
-    calls `from_relu` on the shared result.
+    calls `from_relu` on the shared result, unless a rule works on the module
+    as a whole (pc): its forward must then run as it is.
     """
 
     def from_relu(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,6 +92,15 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+def starts_with_relu(module: nn.Module) -> bool:
+    """`module.from_relu(relu(x))` equals `module(x)`: a ReLUFirst or FactorizedReduce without a module-level rule."""
+    if rule_of(module) is not None:
+        return False
+    if isinstance(module, FactorizedReduce):
+        return isinstance(module.relu, nn.ReLU)
+    return isinstance(module, ReLUFirst) and isinstance(module[0], nn.ReLU)
 
 
 def drop_path(x: torch.Tensor, prob: float) -> torch.Tensor:

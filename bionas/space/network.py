@@ -14,10 +14,10 @@ import math
 import torch
 from torch import nn
 
+from bionas.rules import OutputTap
 from bionas.space.blocks import (
     FactorizedReduce,
     Normalize,
-    OutputTap,
     ReLUConvBN,
     RuleFactory,
     drop_path,

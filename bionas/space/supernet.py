@@ -14,15 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bionas.rules import OutputTap
 from bionas.space.blocks import (
     FactorizedReduce,
     Normalize,
-    OutputTap,
     ReLUConvBN,
-    ReLUFirst,
     channel_shuffle,
     num_edges,
     reduction_cells,
+    starts_with_relu,
     with_rule,
 )
 from bionas.space.candidates import SearchSpace
@@ -106,7 +106,7 @@ class MixedEdge(nn.Module):
         if key not in self._plans:
             live = [i for i in active if not self.zero[i]]
             identity = [i for i in live if isinstance(self.ops[i], nn.Identity)]
-            from_relu = [i for i in live if _starts_with_relu(self.ops[i])]
+            from_relu = [i for i in live if starts_with_relu(self.ops[i])]
             plain = [i for i in live if i not in identity and i not in from_relu]
             groups = ([identity] if identity else []) + [[i] for i in from_relu + plain]
             selector = torch.zeros(len(groups), len(self.ops), dtype=weights.dtype, device=weights.device)
@@ -114,12 +114,6 @@ class MixedEdge(nn.Module):
                 selector[row, group] = 1.0
             self._plans[key] = _Plan(identity, from_relu, plain, selector)
         return self._plans[key]
-
-
-def _starts_with_relu(op: nn.Module) -> bool:
-    if isinstance(op, FactorizedReduce):
-        return isinstance(op.relu, nn.ReLU)
-    return isinstance(op, ReLUFirst) and isinstance(op[0], nn.ReLU)
 
 
 class SearchCell(nn.Module):
