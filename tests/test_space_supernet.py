@@ -25,6 +25,10 @@ def test_darts_supernet_parameter_count(rules):
     # DARTS train_search.py, C=16, 8 cells, 10 classes: "param size = 1.930618MB" (alphas not counted).
     net = Supernet(SearchSpace({"rules": ["bp"], "channels": 16, "cells": 8}), num_classes=10)
     assert count_parameters(net) == 1_930_618
+    # PC-DARTS train_search.py, K=4: "param size = 0.299578MB" (betas not counted either)
+    pc_darts = {"partial_channels": 4, "edge_normalization": True}
+    space = SearchSpace({"rules": ["bp"], "channels": 16, "cells": 8, **pc_darts})
+    assert count_parameters(Supernet(space, num_classes=10)) == 299_578
 
 
 def test_alphas_and_weights_are_separate_parameter_groups(rules):
@@ -119,7 +123,8 @@ def test_forward_backward_with_every_rule(rules):
     assert out.shape == (2, 10)
     assert all(p.grad is not None for p in net.arch_parameters())
     for rule in rules:  # every rule's candidates took part
-        chosen = [p for cell in net.cells for e in cell.edges for p in e.ops[space.index("sep_conv_3x3", rule)].parameters()]
+        index = space.index("sep_conv_3x3", rule)
+        chosen = [p for cell in net.cells for e in cell.edges for p in e.ops[index].parameters()]
         assert chosen and all(p.grad is not None for p in chosen), rule
 
 

@@ -45,8 +45,9 @@ class SearchSpace:
     Order (stable, documented): ops in the order of `spec.ops`; a parameter-free
     op once, a parametric op once per rule in the order of `spec.rules`, minus
     `spec.exclude`. A rule listed twice with different options gives two
-    candidates per parametric op; an excluded (op, rule) pair removes both. The paper's default space has 22 candidates; 8 DARTS ops
-    with `rules: [bp]` have the 8 DARTS candidates.
+    candidates per parametric op; an excluded (op, rule) pair removes both.
+    The paper's default space has 22 candidates; the 8 DARTS ops with
+    `rules: [bp]` have the 8 DARTS candidates.
     """
 
     def __init__(self, spec=None, registry=None):

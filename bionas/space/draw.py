@@ -53,8 +53,9 @@ def _draw_cell(ax, edges, concat, title: str, colours: dict[str, str]) -> None:
         colour = PARAMETER_FREE_COLOUR if edge.rule is None else colours[rule_name(edge.rule)]
         bend = 0.2 if i % 2 else -0.2  # the two edges of a node bend apart
         (x0, y0), (x1, y1) = pos[edge.source], pos[2 + i // 2]
-        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={bend}", arrowstyle="-|>",
-                                     mutation_scale=12, lw=1.8, color=colour, shrinkA=14, shrinkB=14, zorder=1))  # fmt: skip
+        arrow = FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={bend}", arrowstyle="-|>",
+                                mutation_scale=12, lw=1.8, color=colour, shrinkA=14, shrinkB=14, zorder=1)  # fmt: skip
+        ax.add_patch(arrow)
         # the midpoint of matplotlib's arc3 curve (a quadratic Bezier), with the label along the edge
         dx, dy = x1 - x0, y1 - y0
         lx, ly = (x0 + x1) / 2 + bend * dy / 2, (y0 + y1) / 2 - bend * dx / 2

@@ -205,7 +205,8 @@ def _structure_errors(data: Any) -> list[str]:
     if not isinstance(fixed, dict):
         errors.append("fixed_rules: an object of rules by layer")
     else:
-        errors += [f"fixed_rules.{k}: unknown layer (known: {', '.join(FIXED_LAYERS)})" for k in fixed if k not in FIXED_LAYERS]
+        known = ", ".join(FIXED_LAYERS)
+        errors += [f"fixed_rules.{k}: unknown layer (known: {known})" for k in fixed if k not in FIXED_LAYERS]
         errors += [
             f"fixed_rules.{k}: a rule name or {{name, options}}" for k, v in fixed.items() if not _is_rule_ref(v)
         ]

@@ -157,7 +157,9 @@ class Network(nn.Module):
             if reduction:
                 c, size = 2 * c, math.ceil(size / 2)
             edges, concat = genotype.cell("reduce" if reduction else "normal")
-            cell = Cell(edges, concat, c_prev_prev, c_prev, c, reduction, reduction_prev, rules, preprocess_rule, registry)
+            cell = Cell(
+                edges, concat, c_prev_prev, c_prev, c, reduction, reduction_prev, rules, preprocess_rule, registry
+            )
             self.cells.append(cell)
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, cell.multiplier * c
