@@ -62,7 +62,7 @@ def rules(pc_steps: int) -> dict[str, object]:
         "dfa": "dfa",
         "hebbian": "hebbian",
         "hebbian(pass)": bionas.get_rule("hebbian", error="pass"),
-        f"pc(T={pc_steps})": bionas.get_rule("pc", T=pc_steps),
+        **({f"pc(T={pc_steps})": bionas.get_rule("pc", T=pc_steps)} if pc_steps else {}),
     }
 
 
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per rule per round")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--pc-steps", type=int, default=50, help="pc inference steps T (rule default 50)")
+    parser.add_argument("--pc-steps", type=int, default=50, help="pc inference steps T (rule default 50; 0: leave pc out)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)

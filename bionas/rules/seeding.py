@@ -64,11 +64,12 @@ def draw(shape: Sequence[int], seed: int, init: str = "xavier_uniform", device=N
     device = torch.device(device if device is not None else "cpu")
     generator = torch.Generator(device=device).manual_seed(seed)
     fan_in, fan_out = fans(shape)
+    out = torch.empty(shape, device=device)
     if init == "xavier_uniform":
         bound = math.sqrt(6.0 / (fan_in + fan_out))
-        return (torch.rand(shape, generator=generator, device=device) * 2 - 1) * bound
+        return out.uniform_(-bound, bound, generator=generator)
     if init == "xavier_normal":
-        return torch.randn(shape, generator=generator, device=device) * math.sqrt(2.0 / (fan_in + fan_out))
+        return out.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)), generator=generator)
     raise ValueError(f"unknown init '{init}'; known: {', '.join(INITS)}")
 
 

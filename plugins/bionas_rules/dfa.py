@@ -20,6 +20,7 @@ buffer and its shape (known at the first backward), and cached.
 from __future__ import annotations
 
 from functools import partial
+
 import torch
 from torch import nn
 

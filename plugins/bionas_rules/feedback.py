@@ -22,6 +22,7 @@ from bionas import FeedbackRule, PluginOptions
 from bionas.rules import add_buffer
 from bionas.rules.seeding import buffer_int, draw, fans, layer_seed, mix, optimizer_steps, set_buffer_int
 
+
 class RandomFeedbackOptions(PluginOptions):
     """Options of the rules whose feedback is random: its distribution and its seed."""
 
@@ -130,6 +131,6 @@ class BatchRandomSignFeedback(FeedbackRule):
         cached = state.get("magnitude")
         if cached is None or cached[0] != step or cached[1].device != w.device or cached[1].dtype != w.dtype:
             seed = mix(buffer_int(layer, "feedback_seed"), step)
-            magnitude = draw(w.shape, seed, self.options.init, device=w.device).abs()
+            magnitude = draw(w.shape, seed, self.options.init, device=w.device).abs_()
             cached = state["magnitude"] = (step, magnitude.to(w.device, w.dtype))
         return cached[1] * torch.sign(w)
