@@ -17,7 +17,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bionas.errors import BionasError, PluginError, SpecError, format_pydantic_errors
 from bionas.registry import KINDS, Registry, get_registry
@@ -34,6 +45,9 @@ DARTS_OPS = [
     "dil_conv_5x5",
 ]
 PAPER_RULES = ["usf", "brsf", "frsf", "fa"]
+# The paper's space has no (skip_connect, fa): LR-NAS BioNAS-DARTS/genotypes.py PRIMITIVES lists
+# skip_connect only with usf, frsf and brsf, which with the rest makes its 22 candidates.
+DEFAULT_EXCLUDE = [("skip_connect", "fa")]
 
 
 class Section(BaseModel):
@@ -90,6 +104,11 @@ class SpaceSpec(Section):
         description="Learning rules a parametric operation may learn by (any registered rule).",
     )
     fixed_rules: FixedRules = Field(default_factory=FixedRules, description="Rules of the non-searched layers.")
+    exclude: list[tuple[str, str]] = Field(
+        default_factory=lambda: list(DEFAULT_EXCLUDE),
+        description="(op, rule) pairs removed from the joint space (every listed variant of that rule). A pair "
+        "given here must name a listed op and rule; the default only applies where both are listed.",
+    )
     channels: int = Field(default=16, gt=0, description="Initial channels of the supernet (DARTS: 16).")
     cells: int = Field(default=8, gt=0, description="Cells of the supernet (DARTS: 8).")
     nodes: int = Field(default=4, gt=0, description="Intermediate nodes per cell (DARTS: 4).")
@@ -98,6 +117,63 @@ class SpaceSpec(Section):
         default=1, ge=1, description="PC-DARTS K: 1/K of the channels go through the mixed op (1 = off)."
     )
     edge_normalization: bool = Field(default=False, description="PC-DARTS edge normalization (beta weights).")
+
+    @field_validator("ops")
+    @classmethod
+    def _ops_once(cls, ops: list[str]) -> list[str]:
+        _raise_item_errors([(i, f"op '{op}' is listed twice") for i, op in enumerate(ops) if op in ops[:i]])
+        return ops
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_once(cls, rules: list[PluginRef]) -> list[PluginRef]:
+        # One rule may appear with different options (each is its own candidate); the
+        # search space also catches duplicates that differ only by options set to defaults.
+        _raise_item_errors([(i, f"rule '{r.name}' is listed twice") for i, r in enumerate(rules) if r in rules[:i]])
+        return rules
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude_known_pairs(cls, exclude: list[tuple[str, str]], info: ValidationInfo) -> list[tuple[str, str]]:
+        if "ops" not in info.data or "rules" not in info.data:
+            return exclude  # their own errors are reported; pairs can't be checked against them
+        ops = info.data["ops"]
+        rules = [rule.name for rule in info.data["rules"]]
+        errors = []
+        for i, (op, rule) in enumerate(exclude):
+            if op not in ops:
+                errors.append((i, f"op '{op}' is not in space.ops ({', '.join(ops)})"))
+            elif rule not in rules:
+                errors.append((i, f"rule '{rule}' is not in space.rules ({', '.join(rules)})"))
+        _raise_item_errors(errors)
+        return exclude
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _default_exclude_where_it_applies(cls, data: Any, handler) -> SpaceSpec:
+        """The default pair is dropped when its op or rule is not listed (rules: [bp] stays valid)."""
+        if isinstance(data, dict) and "exclude" not in data:
+            ops = data.get("ops", DARTS_OPS)
+            rules = [_rule_name(r) for r in data.get("rules", PAPER_RULES)]
+            data = {**data, "exclude": [pair for pair in DEFAULT_EXCLUDE if pair[0] in ops and pair[1] in rules]}
+        return handler(data)
+
+
+def _rule_name(rule: Any) -> Any:
+    """The name in a rule reference as written: "fa", {name: fa, ...} or a PluginRef."""
+    if isinstance(rule, dict):
+        return rule.get("name")
+    return getattr(rule, "name", rule)
+
+
+def _raise_item_errors(errors: list[tuple[int, str]]) -> None:
+    """Report each bad list item at its own index (space.exclude[1]: ...)."""
+    if errors:
+        details = [
+            InitErrorDetails(type=PydanticCustomError("invalid_item", message), loc=(i,), input=None)
+            for i, message in errors
+        ]
+        raise ValidationError.from_exception_data("SpaceSpec", details)
 
 
 class SearchSpec(PluginRef):

@@ -1,8 +1,148 @@
-"""First-party search-space operations of bionas, registered through the `bionas` entry-point group."""
+"""First-party search-space operations: DARTS's eight (quark0/darts cnn/operations.py).
+
+Every conv of a parametric op learns by the rule it is built with, including
+the FactorizedReduce of skip_connect at stride 2. Built for the supernet
+(affine=False), BatchNorm has no affine parameters and pooling is followed by
+a BatchNorm, as in DARTS's search model.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
 
 import bionas
+from bionas.space.blocks import FactorizedReduce, ReLUFirst, with_rule
+
+
+class Zero(nn.Module):
+    """Zeros shaped like the op's output (strided subsample at stride 2)."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class NoneOp(bionas.Operation):
+    name = "none"
+    description = "No connection (zeros); never kept in a derived cell."
+    parametric = False
+    zero = True
+
+    def build(self, channels, stride, rule, affine):
+        return Zero(stride)
+
+
+class _Pool(bionas.Operation):
+    parametric = False
+
+    def pool(self, stride: int) -> nn.Module:
+        raise NotImplementedError
+
+    def build(self, channels, stride, rule, affine):
+        if affine:
+            return self.pool(stride)
+        return nn.Sequential(self.pool(stride), nn.BatchNorm2d(channels, affine=False))
+
+
+class MaxPool3x3(_Pool):
+    name = "max_pool_3x3"
+    description = "3x3 max pooling (followed by a BatchNorm in the supernet)."
+
+    def pool(self, stride):
+        return nn.MaxPool2d(3, stride=stride, padding=1)
+
+
+class AvgPool3x3(_Pool):
+    name = "avg_pool_3x3"
+    description = "3x3 average pooling without padded zeros (followed by a BatchNorm in the supernet)."
+
+    def pool(self, stride):
+        return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+
+
+class SkipConnect(bionas.Operation):
+    name = "skip_connect"
+    description = "Identity; at stride 2 a FactorizedReduce whose two convs learn by the edge's rule."
+    # Parametric because of stride 2. At stride 1 it is the identity, so its rule variants
+    # there are identical (true of the paper's space as well).
+    parametric = True
+
+    def build(self, channels, stride, rule, affine):
+        if stride == 1:
+            return nn.Identity()
+        return with_rule(FactorizedReduce(channels, channels, affine=affine), rule)
+
+
+def _depthwise(channels: int, kernel: int, stride: int, dilation: int) -> nn.Conv2d:
+    padding = dilation * (kernel - 1) // 2
+    return nn.Conv2d(channels, channels, kernel, stride, padding, dilation=dilation, groups=channels, bias=False)
+
+
+class _SepConv(bionas.Operation):
+    kernel: ClassVar[int]
+
+    def build(self, channels, stride, rule, affine):
+        # Twice [ReLU, depthwise kxk, pointwise 1x1, BN]; the stride on the first depthwise conv.
+        layers = []
+        for first in (True, False):
+            layers += [
+                nn.ReLU(inplace=False),
+                _depthwise(channels, self.kernel, stride if first else 1, 1),
+                nn.Conv2d(channels, channels, 1, bias=False),
+                nn.BatchNorm2d(channels, affine=affine),
+            ]
+        return with_rule(ReLUFirst(*layers), rule)
+
+
+class SepConv3x3(_SepConv):
+    name = "sep_conv_3x3"
+    description = "Separable 3x3 conv, applied twice: [ReLU, depthwise 3x3, 1x1, BN] x 2."
+    kernel = 3
+
+
+class SepConv5x5(_SepConv):
+    name = "sep_conv_5x5"
+    description = "Separable 5x5 conv, applied twice: [ReLU, depthwise 5x5, 1x1, BN] x 2."
+    kernel = 5
+
+
+class _DilConv(bionas.Operation):
+    kernel: ClassVar[int]
+
+    def build(self, channels, stride, rule, affine):
+        layers = [
+            nn.ReLU(inplace=False),
+            _depthwise(channels, self.kernel, stride, 2),
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels, affine=affine),
+        ]
+        return with_rule(ReLUFirst(*layers), rule)
+
+
+class DilConv3x3(_DilConv):
+    name = "dil_conv_3x3"
+    description = "Dilated separable 3x3 conv (dilation 2): ReLU, depthwise 3x3, 1x1, BN."
+    kernel = 3
+
+
+class DilConv5x5(_DilConv):
+    name = "dil_conv_5x5"
+    description = "Dilated separable 5x5 conv (dilation 2): ReLU, depthwise 5x5, 1x1, BN."
+    kernel = 5
+
+
+OPS = [NoneOp, MaxPool3x3, AvgPool3x3, SkipConnect, SepConv3x3, SepConv5x5, DilConv3x3, DilConv5x5]
 
 
 @bionas.hookimpl
 def bionas_register_ops(register):
-    pass  # filled in by the search-space operations issue
+    for op in OPS:
+        register(op)

@@ -1,0 +1,341 @@
+"""Genotype: the cells a search found, as plain JSON; derivation from mixing weights by the DARTS rule.
+
+JSON form (nodes 0 and 1 are the cell inputs, node k >= 2 intermediate node
+k-2; intermediate node i owns edges 2i and 2i+1):
+
+    {"normal": [{"op": "sep_conv_3x3", "rule": "usf", "source": 0}, ...],
+     "normal_concat": [2, 3, 4, 5],
+     "reduce": [...], "reduce_concat": [2, 3, 4, 5],
+     "fixed_rules": {"stem": "bp", "preprocess": "bp", "classifier": "bp", "auxiliary": "bp"}}
+
+A rule is a name, or {"name": ..., "options": {...}} when its options differ
+from the defaults; a parameter-free op has rule null.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bionas.errors import BionasError, PluginError, SpecError
+from bionas.space.blocks import rule_name, rule_options
+from bionas.space.candidates import FIXED_LAYERS, Candidate
+
+RuleRef = str | dict[str, Any]
+CELL_TYPES = ("normal", "reduce")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One kept edge of a cell: its op, the op's rule (None if parameter-free), and its source node."""
+
+    op: str
+    rule: RuleRef | None
+    source: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "rule": self.rule, "source": self.source}
+
+    def __str__(self) -> str:
+        if self.rule is None:
+            return f"{self.op}({self.source})"
+        return f"{self.op}/{_rule_text(self.rule)}({self.source})"
+
+
+def _all_bp() -> dict[str, RuleRef]:
+    return dict.fromkeys(FIXED_LAYERS, "bp")
+
+
+@dataclass
+class Genotype:
+    """Both cells of a derived network and the rules of its fixed layers (stem, preprocess, classifier, auxiliary)."""
+
+    normal: list[Edge]
+    normal_concat: list[int]
+    reduce: list[Edge]
+    reduce_concat: list[int]
+    fixed_rules: dict[str, RuleRef] = field(default_factory=_all_bp)
+
+    def cell(self, cell_type: str) -> tuple[list[Edge], list[int]]:
+        """(edges, concat) of "normal" or "reduce"."""
+        return getattr(self, cell_type), getattr(self, f"{cell_type}_concat")
+
+    def nodes(self, cell_type: str = "normal") -> int:
+        return len(getattr(self, cell_type)) // 2
+
+    # -- JSON ------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for cell_type in CELL_TYPES:
+            edges, concat = self.cell(cell_type)
+            data[cell_type] = [edge.to_dict() for edge in edges]
+            data[f"{cell_type}_concat"] = list(concat)
+        data["fixed_rules"] = {layer: self.fixed_rules[layer] for layer in FIXED_LAYERS}
+        return json.loads(json.dumps(data))  # plain JSON types only, and a copy
+
+    @classmethod
+    def from_dict(cls, data: Any, check_plugins: bool = True, source: str | None = None) -> Genotype:
+        """Validate and build; `check_plugins` also checks op and rule names against the registry."""
+        errors = _structure_errors(data)
+        if errors:
+            raise SpecError(errors, source or "genotype")
+        genotype = cls(
+            normal=[Edge(e["op"], e.get("rule"), e["source"]) for e in data["normal"]],
+            normal_concat=list(data["normal_concat"]),
+            reduce=[Edge(e["op"], e.get("rule"), e["source"]) for e in data["reduce"]],
+            reduce_concat=list(data["reduce_concat"]),
+            fixed_rules={**_all_bp(), **data.get("fixed_rules", {})},
+        )
+        if check_plugins:
+            genotype.validate(source=source)
+        return genotype
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str, check_plugins: bool = True, source: str | None = None) -> Genotype:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError([f"not valid JSON: {exc}"], source or "genotype") from None
+        return cls.from_dict(data, check_plugins, source)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, check_plugins: bool = True) -> Genotype:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise BionasError(f"cannot read genotype {path}: {exc.strerror}") from None
+        return cls.from_json(text, check_plugins, source=str(path))
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    def validate(self, registry=None, source: str | None = None) -> None:
+        """Every op and rule is registered, rule options are valid, rules sit exactly on parametric ops."""
+        from bionas.registry import get_registry
+
+        registry = registry or get_registry()
+        errors = []
+        for cell_type in CELL_TYPES:
+            for i, edge in enumerate(getattr(self, cell_type)):
+                path = f"{cell_type}[{i}]"
+                try:
+                    op = registry.get_class("op", edge.op)
+                except PluginError as exc:
+                    errors.append(f"{path}.op: {exc}")
+                    continue
+                if op.parametric and edge.rule is None:
+                    errors.append(f"{path}.rule: op '{edge.op}' has parameters: give the rule they learn by")
+                elif not op.parametric and edge.rule is not None:
+                    errors.append(f"{path}.rule: op '{edge.op}' is parameter-free: its rule must be null")
+                elif edge.rule is not None:
+                    errors += _rule_errors(registry, edge.rule, f"{path}.rule")
+        for layer in FIXED_LAYERS:
+            errors += _rule_errors(registry, self.fixed_rules[layer], f"fixed_rules.{layer}")
+        if errors:
+            raise SpecError(errors, source or "genotype")
+
+    def rules_used(self) -> list[str]:
+        """Rule names of the searched edges, in first-use order."""
+        names = [rule_name(e.rule) for c in CELL_TYPES for e in getattr(self, c) if e.rule is not None]
+        return list(dict.fromkeys(names))
+
+    # -- display ---------------------------------------------------------------------------------
+
+    def __str__(self) -> str:
+        lines = []
+        for cell_type in CELL_TYPES:
+            edges, concat = self.cell(cell_type)
+            lines.append(f"{cell_type} cell (output: concat of nodes {', '.join(map(str, concat))})")
+            for node in range(len(edges) // 2):
+                a, b = edges[2 * node], edges[2 * node + 1]
+                lines.append(f"  node {node + 2} = {a} + {b}")
+        fixed = ", ".join(f"{layer} {_rule_text(self.fixed_rules[layer])}" for layer in FIXED_LAYERS)
+        lines.append(f"fixed layers: {fixed}")
+        return "\n".join(lines)
+
+    def draw(self, path: str | Path) -> Path:
+        """A PNG of both cells, each edge coloured by its rule, with a legend."""
+        from bionas.space.draw import draw_genotype
+
+        return draw_genotype(self, path)
+
+
+def _rule_text(ref: RuleRef) -> str:
+    options = rule_options(ref)
+    return rule_name(ref) + (f"{options}" if options else "")
+
+
+def _structure_errors(data: Any) -> list[str]:
+    """What keeps `data` from being a genotype's JSON form; each message names its path."""
+    if not isinstance(data, dict):
+        return [f"a genotype is a JSON object, got {type(data).__name__}"]
+    required = {"normal", "normal_concat", "reduce", "reduce_concat"}
+    errors = [f"{key}: missing" for key in sorted(required - set(data))]
+    errors += [f"{key}: unknown field (not allowed here)" for key in sorted(set(data) - required - {"fixed_rules"})]
+    for cell_type in CELL_TYPES:
+        edges, concat = data.get(cell_type), data.get(f"{cell_type}_concat")
+        if edges is None:
+            continue
+        if not isinstance(edges, list) or not edges or len(edges) % 2:
+            errors.append(f"{cell_type}: a non-empty list with two edges per intermediate node")
+            continue
+        for i, edge in enumerate(edges):
+            errors += _edge_errors(edge, f"{cell_type}[{i}]", inputs=2 + i // 2)
+        nodes = 2 + len(edges) // 2
+        if concat is not None and (
+            not isinstance(concat, list)
+            or not concat
+            or not all(isinstance(n, int) and 0 <= n < nodes for n in concat)
+            or len(set(concat)) != len(concat)
+        ):
+            errors.append(f"{cell_type}_concat: distinct node numbers in 0..{nodes - 1}, got {concat!r}")
+    fixed = data.get("fixed_rules", {})
+    if not isinstance(fixed, dict):
+        errors.append("fixed_rules: an object of rules by layer")
+    else:
+        known = ", ".join(FIXED_LAYERS)
+        errors += [f"fixed_rules.{k}: unknown layer (known: {known})" for k in fixed if k not in FIXED_LAYERS]
+        errors += [
+            f"fixed_rules.{k}: a rule name or {{name, options}}" for k, v in fixed.items() if not _is_rule_ref(v)
+        ]
+    return errors
+
+
+def _edge_errors(edge: Any, path: str, inputs: int) -> list[str]:
+    if not isinstance(edge, dict):
+        return [f"{path}: an object {{op, rule, source}}, got {edge!r}"]
+    errors = [f"{path}.{k}: unknown field (not allowed here)" for k in edge if k not in ("op", "rule", "source")]
+    if not isinstance(edge.get("op"), str):
+        errors.append(f"{path}.op: an op name")
+    if edge.get("rule") is not None and not _is_rule_ref(edge["rule"]):
+        errors.append(f"{path}.rule: a rule name, {{name, options}} or null")
+    source = edge.get("source")
+    if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source < inputs:
+        errors.append(f"{path}.source: a node number in 0..{inputs - 1}, got {source!r}")
+    return errors
+
+
+def _is_rule_ref(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("name"), str)
+        and set(value) <= {"name", "options"}
+        and isinstance(value.get("options", {}), dict)
+    )
+
+
+def _rule_errors(registry, ref: RuleRef, path: str) -> list[str]:
+    from pydantic import ValidationError
+
+    from bionas.errors import format_pydantic_errors
+
+    try:
+        cls = registry.get_class("rule", rule_name(ref))
+    except PluginError as exc:
+        return [f"{path}: {exc}"]
+    try:
+        cls.Options.model_validate(rule_options(ref))
+    except ValidationError as err:
+        return format_pydantic_errors(err, prefix=f"{path}.options")
+    return []
+
+
+# -- derivation (the DARTS rule) -----------------------------------------------------------------
+
+
+def derive_cell(
+    weights: Sequence[Sequence[float]],
+    candidates: Sequence[Candidate],
+    zero: Sequence[bool],
+    nodes: int,
+    edge_weights: Sequence[float] | None = None,
+) -> list[Edge]:
+    """Keep, per intermediate node, the 2 incoming edges with the largest non-zero-op weight,
+    each with its best non-zero-op candidate (DARTS model_search.py genotype()).
+
+    `weights`: one row of mixing weights per edge (softmax of the alphas);
+    `zero[k]`: candidate k is the zero op; `edge_weights`: PC-DARTS edge
+    normalization, which scales each row before the edges are ranked. Ties go
+    to the lower index (stable sort and strict comparison, as in DARTS).
+    """
+    rows = [[float(w) for w in row] for row in weights]
+    if edge_weights is not None:
+        rows = [[w * float(edge_weights[e]) for w in row] for e, row in enumerate(rows)]
+    allowed = [k for k in range(len(candidates)) if not zero[k]]
+    if not allowed:
+        raise BionasError("cannot derive a genotype: every candidate is a zero op")
+    edges, start = [], 0
+    for node in range(nodes):
+        inputs = 2 + node
+        node_rows = rows[start : start + inputs]
+        ranked = sorted(range(inputs), key=lambda j: -max(node_rows[j][k] for k in allowed))
+        for j in ranked[:2]:
+            best = allowed[0]
+            for k in allowed[1:]:
+                if node_rows[j][k] > node_rows[j][best]:
+                    best = k
+            edges.append(Edge(candidates[best].op, candidates[best].rule_ref, j))
+        start += inputs
+    return edges
+
+
+# -- published genotypes (REFERENCES.md) ---------------------------------------------------------
+
+
+def _edges(*items: tuple) -> list[Edge]:
+    """Edges from (op, rule, source), or (op, source): then bp, or no rule for a parameter-free op."""
+    edges = []
+    for item in items:
+        if len(item) == 3:
+            edges.append(Edge(*item))
+        else:
+            op, source = item
+            edges.append(Edge(op, None if op in _PARAMETER_FREE else "bp", source))
+    return edges
+
+
+_PARAMETER_FREE = {"none", "max_pool_3x3", "avg_pool_3x3"}
+
+# DARTS (second order), quark0/darts cnn/genotypes.py DARTS_V2; every rule bp.
+DARTS_V2 = Genotype(
+    normal=_edges(
+        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2),
+    ),
+    normal_concat=[2, 3, 4, 5],
+    reduce=_edges(
+        ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1),
+    ),
+    reduce_concat=[2, 3, 4, 5],
+)  # fmt: skip
+
+# The published BioNAS-DARTS network (Hamzaoui & Baghdadi 2025). Its code kept every fixed
+# layer on backprop, so the fixed rules are bp.
+BIONAS_DARTS = Genotype(
+    normal=_edges(
+        ("skip_connect", "frsf", 0), ("skip_connect", "frsf", 1), ("sep_conv_3x3", "frsf", 1),
+        ("sep_conv_3x3", "usf", 2), ("sep_conv_3x3", "usf", 0), ("skip_connect", "frsf", 1),
+        ("sep_conv_3x3", "frsf", 1), ("max_pool_3x3", 0),
+    ),
+    normal_concat=[2, 3, 4, 5],
+    reduce=_edges(
+        ("max_pool_3x3", 0), ("skip_connect", "usf", 1), ("max_pool_3x3", 0), ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("max_pool_3x3", 0), ("dil_conv_5x5", "usf", 3),
+    ),
+    reduce_concat=[2, 3, 4, 5],
+)  # fmt: skip

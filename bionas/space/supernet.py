@@ -1,0 +1,284 @@
+"""The DARTS supernet over (operation, rule) candidates: mixed edges, search cells, alphas.
+
+Structure and initialisation follow quark0/darts cnn/model_search.py; partial
+channels and edge normalization follow PC-DARTS (yuhuixu1993/PC-DARTS
+model_search.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bionas.rules import OutputTap
+from bionas.space.blocks import (
+    FactorizedReduce,
+    Normalize,
+    ReLUConvBN,
+    channel_shuffle,
+    num_edges,
+    reduction_cells,
+    starts_with_relu,
+    with_rule,
+)
+from bionas.space.candidates import SearchSpace
+from bionas.space.genotype import CELL_TYPES, Genotype, derive_cell
+
+ALPHA_INIT_SCALE = 1e-3  # DARTS: alphas = 1e-3 * randn (PC-DARTS: betas likewise)
+
+
+@dataclass
+class _Plan:
+    """How an edge computes one set of candidates: what runs, and how weights map onto outputs."""
+
+    identity: list[int]  # candidates that are the identity: computed once, their weights summed
+    from_relu: list[int]  # candidates that start with a ReLU: share one ReLU of the input
+    plain: list[int]  # the rest, run as they are
+    selector: torch.Tensor  # (outputs x candidates) 0/1: output weights = selector @ weights
+
+
+class MixedEdge(nn.Module):
+    """One searched edge: sum over candidates of weight * candidate(x) (DARTS MixedOp).
+
+    What it saves without changing a single value: the zero op is never run
+    (its term is 0); identical identities (skip_connect at stride 1 under
+    several rules) run once with their weights summed; the leading ReLU that
+    most candidates share is computed once; candidates outside `active` (zero
+    weight in a one-hot architecture) are not run. With partial channels K,
+    only the first 1/K of the channels are mixed; the rest pass by (max-pooled
+    at stride 2) and the channels are shuffled (PC-DARTS).
+    """
+
+    def __init__(self, space: SearchSpace, channels: int, stride: int, partial_channels: int = 1):
+        super().__init__()
+        self.stride = stride
+        self.partial_channels = partial_channels
+        n = space.num_candidates
+        self.ops = nn.ModuleList(space.build_candidate(i, channels // partial_channels, stride) for i in range(n))
+        self.zero = [space.is_zero(i) for i in range(n)]
+        self.default_active = tuple(i for i in range(n) if not self.zero[i])
+        self._plans: dict[tuple, _Plan] = {}
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: Sequence[int] | None = None):
+        """`weights`: this edge's mixing weights; `active`: candidates to run (default all but zero ops).
+
+        Returns None when nothing but zero ops is active and channels are not partial.
+        """
+        active = self.default_active if active is None else tuple(active)
+        if self.partial_channels == 1:
+            return self._mix(x, weights, active)
+        k = x.shape[1] // self.partial_channels
+        mixed = self._mix(x[:, :k], weights, active)
+        if mixed is None:
+            mixed = self.zeros(x[:, :k])
+        rest = x[:, k:]
+        if self.stride > 1:  # PC-DARTS max-pools the bypassing channels of a reduction edge
+            rest = F.max_pool2d(rest, 2, 2, ceil_mode=True)
+        return channel_shuffle(torch.cat([mixed, rest], dim=1), self.partial_channels)
+
+    def zeros(self, x: torch.Tensor) -> torch.Tensor:
+        """The zero op's output for `x` (only asked for when the zero op is all that is active)."""
+        return self.ops[self.zero.index(True)](x)
+
+    def _mix(self, x: torch.Tensor, weights: torch.Tensor, active: tuple) -> torch.Tensor | None:
+        plan = self._plan(active, weights)
+        outputs = [x] if plan.identity else []
+        if plan.from_relu:
+            relu_x = F.relu(x)
+            outputs += [self.ops[i].from_relu(relu_x) for i in plan.from_relu]
+        outputs += [self.ops[i](x) for i in plan.plain]
+        if not outputs:
+            return None
+        mixing = plan.selector @ weights  # one weight per output (the identities' summed)
+        # A running sum: faster here than stacking the outputs and contracting them, and it
+        # keeps no stacked copy of all outputs for the backward pass.
+        total = outputs[0] * mixing[0]
+        for j in range(1, len(outputs)):
+            total = total + outputs[j] * mixing[j]
+        return total
+
+    def _plan(self, active: tuple, weights: torch.Tensor) -> _Plan:
+        key = (active, weights.device, weights.dtype)
+        if key not in self._plans:
+            live = [i for i in active if not self.zero[i]]
+            identity = [i for i in live if isinstance(self.ops[i], nn.Identity)]
+            from_relu = [i for i in live if starts_with_relu(self.ops[i])]
+            plain = [i for i in live if i not in identity and i not in from_relu]
+            groups = ([identity] if identity else []) + [[i] for i in from_relu + plain]
+            selector = torch.zeros(len(groups), len(self.ops), dtype=weights.dtype, device=weights.device)
+            for row, group in enumerate(groups):
+                selector[row, group] = 1.0
+            self._plans[key] = _Plan(identity, from_relu, plain, selector)
+        return self._plans[key]
+
+
+class SearchCell(nn.Module):
+    """A DARTS search cell: preprocessed inputs, `nodes` intermediate nodes each summing mixed edges."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        nodes: int,
+        c_prev_prev: int,
+        c_prev: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+        partial_channels: int = 1,
+    ):
+        super().__init__()
+        self.reduction = reduction
+        self.nodes = nodes
+        rule = space.fixed_rule("preprocess")
+        if reduction_prev:
+            self.preprocess0 = with_rule(FactorizedReduce(c_prev_prev, channels, affine=False), rule)
+        else:
+            self.preprocess0 = with_rule(ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False), rule)
+        self.preprocess1 = with_rule(ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False), rule)
+        self.edges = nn.ModuleList(
+            MixedEdge(space, channels, 2 if reduction and source < 2 else 1, partial_channels)
+            for node in range(nodes)
+            for source in range(2 + node)
+        )
+
+    def forward(self, s0, s1, weights, edge_weights=None, active=None):
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        first = 0
+        for _ in range(self.nodes):
+            node = None
+            for source, h in enumerate(states):
+                e = first + source
+                out = self.edges[e](h, weights[e], None if active is None else active[e])
+                if out is None:
+                    continue
+                if edge_weights is not None:
+                    out = edge_weights[e] * out
+                node = out if node is None else node + out
+            if node is None:  # every incoming edge chose the zero op
+                node = self.edges[first].zeros(states[0])
+            first += len(states)
+            states.append(node)
+        return torch.cat(states[2:], dim=1)
+
+
+class Supernet(nn.Module):
+    """The DARTS supernet of a SearchSpace: images in [0, 1] -> logits.
+
+    Normalization, stem (fixed_rules.stem), `cells` search cells with reduction
+    at 1/3 and 2/3 depth, global pooling, classifier (fixed_rules.classifier),
+    and the OutputTap on the logits that dfa layers read their error from. One
+    alpha matrix (edges x candidates) for normal cells, one for reduction cells.
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int, in_channels: int = 3, mean=None, std=None):
+        super().__init__()
+        spec = space.spec
+        self.space = space
+        self.nodes = spec.nodes
+        self.edge_normalization = spec.edge_normalization
+        k = spec.partial_channels
+        if spec.channels % k:
+            raise ValueError(f"channels ({spec.channels}) must be a multiple of partial_channels ({k})")
+        self.normalize = Normalize(in_channels, mean, std)
+        c_stem = spec.stem_multiplier * spec.channels
+        stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+        self.stem = with_rule(stem, space.fixed_rule("stem"))
+        c_prev_prev, c_prev, c = c_stem, c_stem, spec.channels
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(spec.cells):
+            reduction = i in reduction_cells(spec.cells)
+            c = 2 * c if reduction else c
+            cell = SearchCell(space, self.nodes, c_prev_prev, c_prev, c, reduction, reduction_prev, k)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, self.nodes * c
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = with_rule(nn.Linear(c_prev, num_classes), space.fixed_rule("classifier"))
+        self.output_tap = OutputTap()
+        shape = (num_edges(self.nodes), space.num_candidates)
+        self.alphas_normal = nn.Parameter(ALPHA_INIT_SCALE * torch.randn(shape))
+        self.alphas_reduce = nn.Parameter(ALPHA_INIT_SCALE * torch.randn(shape))
+        if self.edge_normalization:
+            self.betas_normal = nn.Parameter(ALPHA_INIT_SCALE * torch.randn(shape[0]))
+            self.betas_reduce = nn.Parameter(ALPHA_INIT_SCALE * torch.randn(shape[0]))
+
+    # -- parameters ------------------------------------------------------------------------------
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture: alphas (and betas with edge normalization)."""
+        params = [self.alphas_normal, self.alphas_reduce]
+        if self.edge_normalization:
+            params += [self.betas_normal, self.betas_reduce]
+        return params
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that is not architecture."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits of images `x` in [0, 1].
+
+        `weights` replaces softmax(alphas) as the mixing weights: {"normal": W, "reduce": W},
+        each shaped like the alphas with rows summing to 1. When W needs no gradient,
+        candidates of weight exactly 0 are not computed (a one-hot row runs one candidate).
+        """
+        mixing = {kind: self._mixing(kind, weights) for kind in CELL_TYPES}
+        s0 = s1 = self.stem(self.normalize(x))
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, *mixing["reduce" if cell.reduction else "normal"])
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return self.output_tap(logits)
+
+    def _mixing(self, kind: str, weights: dict[str, torch.Tensor] | None):
+        """(mixing weights, edge weights or None, active candidates per edge or None) of one cell type."""
+        alphas = getattr(self, f"alphas_{kind}")
+        edge_weights = self.edge_weights(kind)
+        if weights is None:
+            return F.softmax(alphas, dim=-1), edge_weights, None
+        w = weights[kind]
+        if tuple(w.shape) != tuple(alphas.shape):
+            raise ValueError(f"weights['{kind}'] has shape {tuple(w.shape)}, expected {tuple(alphas.shape)}")
+        w = w.to(alphas.device, alphas.dtype)
+        if w.requires_grad:
+            return w, edge_weights, None
+        nonzero = (w != 0).tolist()  # one transfer for the whole matrix
+        return w, edge_weights, [tuple(k for k, on in enumerate(row) if on) for row in nonzero]
+
+    def edge_weights(self, kind: str) -> torch.Tensor | None:
+        """PC-DARTS edge normalization: per node, softmax over its incoming edges' betas."""
+        if not self.edge_normalization:
+            return None
+        betas = getattr(self, f"betas_{kind}")
+        parts, first = [], 0
+        for node in range(self.nodes):
+            parts.append(F.softmax(betas[first : first + 2 + node], dim=-1))
+            first += 2 + node
+        return torch.cat(parts)
+
+    # -- architecture ----------------------------------------------------------------------------
+
+    def genotype(self, weights: dict[str, torch.Tensor] | None = None) -> Genotype:
+        """The DARTS rule over softmax(alphas), or over given mixing weights (edge weights applied)."""
+        zero = [self.space.is_zero(i) for i in range(self.space.num_candidates)]
+        cells = {}
+        with torch.no_grad():
+            for kind in CELL_TYPES:
+                w = F.softmax(getattr(self, f"alphas_{kind}"), dim=-1) if weights is None else weights[kind]
+                edge_weights = self.edge_weights(kind)
+                cells[kind] = derive_cell(
+                    w.detach().cpu().tolist(),
+                    self.space.candidates,
+                    zero,
+                    self.nodes,
+                    None if edge_weights is None else edge_weights.detach().cpu().tolist(),
+                )
+        concat = list(range(2, 2 + self.nodes))  # DARTS multiplier = steps: every intermediate node
+        return Genotype(cells["normal"], concat, cells["reduce"], list(concat), dict(self.space.fixed_rules))

@@ -1,0 +1,152 @@
+"""Genotype: JSON round trip, validation with suggestions, the DARTS derivation rule, printing, drawing."""
+
+import json
+import math
+
+import pytest
+import torch
+from space_support import rules  # noqa: F401  (fixture)
+
+from bionas.errors import SpecError
+from bionas.space import BIONAS_DARTS, DARTS_V2, Edge, Genotype, SearchSpace, Supernet, derive_cell
+from bionas.space.candidates import Candidate
+
+# DARTS_V2 written out (quark0/darts cnn/genotypes.py), to check the module constant against.
+DARTS_V2_JSON = {
+    "normal": [
+        {"op": "sep_conv_3x3", "rule": "bp", "source": 0}, {"op": "sep_conv_3x3", "rule": "bp", "source": 1},
+        {"op": "sep_conv_3x3", "rule": "bp", "source": 0}, {"op": "sep_conv_3x3", "rule": "bp", "source": 1},
+        {"op": "sep_conv_3x3", "rule": "bp", "source": 1}, {"op": "skip_connect", "rule": "bp", "source": 0},
+        {"op": "skip_connect", "rule": "bp", "source": 0}, {"op": "dil_conv_3x3", "rule": "bp", "source": 2},
+    ],
+    "normal_concat": [2, 3, 4, 5],
+    "reduce": [
+        {"op": "max_pool_3x3", "rule": None, "source": 0}, {"op": "max_pool_3x3", "rule": None, "source": 1},
+        {"op": "skip_connect", "rule": "bp", "source": 2}, {"op": "max_pool_3x3", "rule": None, "source": 1},
+        {"op": "max_pool_3x3", "rule": None, "source": 0}, {"op": "skip_connect", "rule": "bp", "source": 2},
+        {"op": "skip_connect", "rule": "bp", "source": 2}, {"op": "max_pool_3x3", "rule": None, "source": 1},
+    ],
+    "reduce_concat": [2, 3, 4, 5],
+    "fixed_rules": {"stem": "bp", "preprocess": "bp", "classifier": "bp", "auxiliary": "bp"},
+}  # fmt: skip
+
+
+def test_darts_v2_constant_is_the_published_genotype(rules):
+    assert DARTS_V2.to_dict() == DARTS_V2_JSON
+    assert Genotype.from_dict(DARTS_V2_JSON) == DARTS_V2
+
+
+def test_json_round_trip_through_a_file(rules, tmp_path):
+    genotype = Genotype.from_dict({**BIONAS_DARTS.to_dict(), "fixed_rules": {"stem": "fa", "classifier": "usf"}})
+    path = genotype.save(tmp_path / "genotype.json")
+    assert json.loads(path.read_text())["fixed_rules"] == {
+        "stem": "fa", "preprocess": "bp", "classifier": "usf", "auxiliary": "bp"
+    }  # fmt: skip
+    assert Genotype.load(path) == genotype
+    assert Genotype.from_json(genotype.to_json()) == genotype
+
+
+def test_rule_options_round_trip(toy_plugins, rules):
+    data = DARTS_V2.to_dict()
+    data["normal"][0]["rule"] = {"name": "toy_rule", "options": {"scale": 0.5}}
+    genotype = Genotype.from_json(json.dumps(data))
+    assert genotype.normal[0] == Edge("sep_conv_3x3", {"name": "toy_rule", "options": {"scale": 0.5}}, 0)
+    assert genotype.to_dict() == data
+    assert "sep_conv_3x3/toy_rule{'scale': 0.5}(0)" in str(genotype)
+
+
+def test_unknown_names_are_reported_with_close_known_ones(rules):
+    data = DARTS_V2.to_dict()
+    data["normal"][1]["op"] = "sep_conv_3x4"
+    data["reduce"][2]["rule"] = "usff"
+    data["fixed_rules"]["stem"] = {"name": "bp", "options": {"lr": 1}}
+    with pytest.raises(SpecError) as err:
+        Genotype.from_dict(data)
+    lines = err.value.errors
+    assert lines[0].startswith("normal[1].op: unknown op 'sep_conv_3x4'. Did you mean: sep_conv_3x3")
+    assert lines[1].startswith("reduce[2].rule: unknown rule 'usff'. Did you mean: usf")
+    assert lines[2] == "fixed_rules.stem.options.lr: unknown field (not allowed here)"
+
+
+def test_malformed_genotypes_name_each_problem(rules):
+    data = DARTS_V2.to_dict()
+    data["normal"][7]["source"] = 5  # node 5 has inputs 0..4
+    data["reduce"] = data["reduce"][:3]
+    data["normal_concat"] = [2, 9]
+    data["colour"] = "red"
+    with pytest.raises(SpecError) as err:
+        Genotype.from_dict(data)
+    assert err.value.errors == [
+        "colour: unknown field (not allowed here)",
+        "normal[7].source: a node number in 0..4, got 5",
+        "normal_concat: distinct node numbers in 0..5, got [2, 9]",
+        "reduce: a non-empty list with two edges per intermediate node",
+    ]
+    rule_on_pool = DARTS_V2.to_dict()
+    rule_on_pool["reduce"][0]["rule"] = "bp"
+    del rule_on_pool["normal"][0]["rule"]
+    with pytest.raises(SpecError) as err:
+        Genotype.from_dict(rule_on_pool)
+    assert err.value.errors == [
+        "normal[0].rule: op 'sep_conv_3x3' has parameters: give the rule they learn by",
+        "reduce[0].rule: op 'max_pool_3x3' is parameter-free: its rule must be null",
+    ]
+
+
+def test_printing_is_one_line_per_node():
+    lines = str(BIONAS_DARTS).splitlines()
+    assert lines[0] == "normal cell (output: concat of nodes 2, 3, 4, 5)"
+    assert lines[2] == "  node 3 = sep_conv_3x3/frsf(1) + sep_conv_3x3/usf(2)"
+    assert lines[9] == "  node 5 = max_pool_3x3(0) + dil_conv_5x5/usf(3)"
+    assert lines[10] == "fixed layers: stem bp, preprocess bp, classifier bp, auxiliary bp"
+    assert len(lines) == 11
+
+
+def test_drawing_writes_a_png(tmp_path):
+    path = BIONAS_DARTS.draw(tmp_path / "cells.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+# A hand-worked example of the DARTS rule: 2 intermediate nodes (edges 0-1 into node 2,
+# edges 2-4 into node 3), candidates none, max_pool, sep_conv/usf, sep_conv/fa.
+CANDIDATES = [Candidate("none", None), Candidate("max_pool_3x3", None), Candidate("sep_conv_3x3", "usf"),
+              Candidate("sep_conv_3x3", "fa")]  # fmt: skip
+ZERO = [True, False, False, False]
+WEIGHTS = [
+    [0.70, 0.10, 0.15, 0.05],  # 0 -> 2: none is ignored; strongest other is usf (0.15)
+    [0.10, 0.20, 0.30, 0.40],  # 1 -> 2: fa (0.40)
+    [0.05, 0.50, 0.25, 0.20],  # 0 -> 3: max_pool (0.50)
+    [0.90, 0.04, 0.03, 0.03],  # 1 -> 3: mostly none; its best other weight is only 0.04
+    [0.30, 0.20, 0.25, 0.25],  # 2 -> 3: usf and fa tie at 0.25: the first wins (DARTS's strict >)
+]
+# Node 2 keeps both edges, strongest first: 1 (0.40), then 0 (0.15).
+# Node 3 ranks its edges 0 (0.50), 2 (0.25), 1 (0.04) and keeps the first two.
+EXPECTED = [Edge("sep_conv_3x3", "fa", 1), Edge("sep_conv_3x3", "usf", 0),
+            Edge("max_pool_3x3", None, 0), Edge("sep_conv_3x3", "usf", 2)]  # fmt: skip
+
+
+def test_derivation_by_the_darts_rule_hand_worked():
+    assert derive_cell(WEIGHTS, CANDIDATES, ZERO, nodes=2) == EXPECTED
+
+
+def test_edge_normalization_weights_rank_the_edges_not_the_ops():
+    # Scaling edge 0 -> 3 by 0.1 leaves it 0.05: node 3 now keeps 2 (0.25) and then 0 (0.05).
+    edges = derive_cell(WEIGHTS, CANDIDATES, ZERO, nodes=2, edge_weights=[1, 1, 0.1, 1, 1])
+    assert edges[2:] == [Edge("sep_conv_3x3", "usf", 2), Edge("max_pool_3x3", None, 0)]
+
+
+def test_supernet_derives_the_same_genotype_from_its_alphas(rules):
+    space = SearchSpace({"ops": ["none", "max_pool_3x3", "sep_conv_3x3"], "rules": ["usf", "fa"], "nodes": 2,
+                         "channels": 4, "cells": 1, "fixed_rules": {"stem": "fa"}})  # fmt: skip
+    net = Supernet(space, num_classes=3)
+    with torch.no_grad():
+        for alphas in net.arch_parameters():
+            alphas.copy_(torch.tensor([[math.log(w) for w in row] for row in WEIGHTS]))
+    genotype = net.genotype()
+    assert genotype.normal == EXPECTED and genotype.reduce == EXPECTED
+    assert genotype.normal_concat == [2, 3] and genotype.fixed_rules["stem"] == "fa"
+    one_hot = torch.eye(4)[[3, 2, 1, 0, 2]]  # ties at 1.0 keep the lower source first; none is never kept
+    assert net.genotype({"normal": one_hot, "reduce": one_hot}).normal == [
+        Edge("sep_conv_3x3", "fa", 0), Edge("sep_conv_3x3", "usf", 1),
+        Edge("max_pool_3x3", None, 0), Edge("sep_conv_3x3", "usf", 2),
+    ]  # fmt: skip
