@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -15,13 +15,42 @@ from bionas.plugin import Plugin
 class SearchData:
     """The training split divided in two: one part trains the weights, the other scores the architecture.
 
-    Each part is an iterable of (images in [0, 1], labels) batches with `len()`
-    and `set_epoch(epoch)` (bionas.data loaders); the test split is never here.
+    Strategies choose their batch sizes: `data.loader("weights", 64)` and
+    `data.loader("arch", 64)` give bionas.data loaders of (images in [0, 1],
+    labels) on the device, with `len()` and `set_epoch(epoch)`. The val and
+    test splits are never here.
     """
 
-    train: Iterable
-    valid: Iterable
-    num_classes: int
+    dataset: Any  # bionas.data.Dataset
+    weights_indices: torch.Tensor  # positions in dataset.split("train") that train the weights
+    arch_indices: torch.Tensor  # positions that score the architecture
+    device: torch.device = torch.device("cpu")
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.info.num_classes
+
+    def loader(self, part: str, batch_size: int, *, train: bool = True, augment=None):
+        """Batches of one part ("weights" or "arch"); `train` shuffles (and augments by default)."""
+        from bionas.data import make_loader
+
+        if part not in ("weights", "arch"):
+            raise ValueError(f"unknown search data part {part!r}; expected 'weights' or 'arch'")
+        indices = self.weights_indices if part == "weights" else self.arch_indices
+        seed = self.seed * 2 + (part == "arch")  # the two parts shuffle independently
+        return make_loader(self.dataset, "train", batch_size, train=train, device=self.device, augment=augment,
+                           seed=seed, indices=indices, rank=self.rank, world_size=self.world_size)
+
+    @classmethod
+    def split(cls, dataset, arch_fraction: float = 0.5, **kwargs) -> SearchData:
+        """Divide the dataset's training split (stratified, fixed seed) into the two parts."""
+        from bionas.data import search_split
+
+        weights, arch = search_split(dataset, fraction=1 - arch_fraction, seed=kwargs.get("seed", 0))
+        return cls(dataset, weights, arch, **kwargs)
 
 
 @dataclass
