@@ -117,20 +117,57 @@ def build_app() -> typer.Typer:
 
         typer.echo(json.dumps(spec_json_schema(), indent=2))
 
-    @app.command()
-    def run(
-        spec: Path = typer.Argument(..., help="Spec file (YAML or JSON)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: the spec's output.dir)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints."),
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the spec)."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    ) -> None:
-        """Run a spec: search -> genotype -> retrain -> test -> attacks -> report."""
+    def run_stages(spec: Path, out, resume: bool, device, quiet: bool, stages=None, overrides=None) -> None:
+        from bionas.pipeline import print_summary
         from bionas.pipeline import run as run_pipeline
         from bionas.spec import load_spec
 
-        loaded = load_spec(spec, overrides={"device": device} if device else None)
-        run_pipeline(loaded, out, resume=resume, quiet=quiet)
+        overrides = {**(overrides or {}), **({"device": device} if device else {})}
+        result = run_pipeline(load_spec(spec, overrides=overrides), out, resume=resume, quiet=quiet, stages=stages)
+        print_summary(result, console)
+
+    out_option = typer.Option(None, "--out", help="Run directory (default: the spec's output.dir).")
+    resume_option = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints.")
+    device_option = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the spec).")
+    quiet_option = typer.Option(False, "--quiet", help="No progress bars.")
+    spec_argument = typer.Argument(..., help="Spec file (YAML or JSON).")
+
+    @app.command()
+    def run(
+        spec: Path = spec_argument,
+        out: Optional[Path] = out_option,
+        resume: bool = resume_option,
+        device: Optional[str] = device_option,
+        quiet: bool = quiet_option,
+    ) -> None:
+        """Run a spec: search -> genotype -> retrain -> test -> attacks -> report."""
+        run_stages(spec, out, resume, device, quiet)
+
+    @app.command()
+    def search(
+        spec: Path = spec_argument,
+        out: Optional[Path] = out_option,
+        resume: bool = resume_option,
+        device: Optional[str] = device_option,
+        quiet: bool = quiet_option,
+    ) -> None:
+        """Run only the search stage of a spec; writes genotype.json."""
+        run_stages(spec, out, resume, device, quiet, stages=["search"])
+
+    @app.command()
+    def train(
+        spec: Path = spec_argument,
+        genotype: Optional[Path] = typer.Option(
+            None, "--genotype", help="genotype.json to retrain (replaces the spec's search or genotype)."
+        ),
+        out: Optional[Path] = out_option,
+        resume: bool = resume_option,
+        device: Optional[str] = device_option,
+        quiet: bool = quiet_option,
+    ) -> None:
+        """Retrain a genotype by the spec's recipe, then test it (and attack it, if the spec says so)."""
+        overrides = {"genotype": str(genotype), "search": None} if genotype else None
+        run_stages(spec, out, resume, device, quiet, stages=["retrain", "attacks"], overrides=overrides)
 
     @app.command("attack")
     def attack_command(

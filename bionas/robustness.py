@@ -54,19 +54,12 @@ class Target:
 
 
 def load_target(path: str | Path) -> Target:
-    """The model of a checkpoint or run directory, and its test split.
+    """The model of a run directory (its model.safetensors) or of a saved network file, and its test split."""
+    from bionas.pipeline import load_run_target
 
-    Checkpoints and run directories come with the pipeline issue; until it lands
-    this raises a clear error (the command and the evaluation are ready).
-    """
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         raise BionasError(f"no checkpoint or run directory at {path}")
-    raise BionasError(
-        f"cannot load {path}: loading checkpoints and run directories is not available until the "
-        "pipeline issue (checkpoint format and run directory) lands; use bionas.robustness.evaluate_robustness "
-        "on a model in Python meanwhile"
-    )
+    return load_run_target(path)
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -175,6 +168,16 @@ class RobustnessReport:
             "flags": [asdict(flag) for flag in self.flags],
             "notes": self.notes,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RobustnessReport:
+        """The report `to_json` wrote (robustness.json of a run)."""
+        fields = ("clean_accuracy", "points", "model", "seed", "batch_size", "device", "tolerance", "near_zero")
+        return cls(
+            rows=[RobustnessRow(**row) for row in data["rows"]],
+            flags=[MaskingFlag(**flag) for flag in data["flags"]],
+            **{key: data[key] for key in fields if key in data},
+        )
 
     def save_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -335,6 +338,8 @@ def resolve_attacks(
         own = None
         if isinstance(item, Attack):
             attack = item
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], Attack):
+            attack, own = item  # an attack with its own sweep (None: its own eps)
         elif isinstance(item, str):
             attack = get_attack(item)
         elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):

@@ -1,0 +1,73 @@
+"""report.md of a run: what ran, on what, with which result, and where each number comes from.
+
+It is rebuilt from the files of the run directory, so analyses run later
+(`bionas analyze ...`, which write analysis/<name>.md) appear in it too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from bionas.rundir import RunDir, read_json
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def render_report(spec, result, provenance: dict[str, Any], run_dir: RunDir) -> str:
+    lines = [f"# bionas run `{spec.name}`", ""]
+    lines += [
+        f"Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by bionas {provenance.get('bionas')} "
+        f"(git {provenance.get('git_revision') or 'unknown'}), torch {provenance.get('torch')}, "
+        f"on {provenance.get('device')}{' (' + provenance['gpu'] + ')' if provenance.get('gpu') else ''}.",
+        f"Spec: `resolved_spec.json` (seed {spec.seed}); data set `{spec.dataset.name}`; plugin versions in "
+        "`provenance.json`; per-epoch numbers in `metrics.jsonl`.",
+        "",
+        "## Summary",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    if result.search_seconds is not None:
+        lines.append(f"| search | `{spec.search.name}`, {result.search_seconds:.1f} s |")
+    if result.test_accuracy is not None:
+        lines += [
+            f"| parameters | {result.parameters:,} (auxiliary head excluded) |",
+            f"| validation accuracy | {_pct(result.val_accuracy)} (epoch {result.best_epoch + 1}, selected on it) |",
+            f"| test accuracy | {_pct(result.test_accuracy)} (test split used once, after selection) |",
+        ]
+    if result.robustness is not None:
+        for row in result.robustness.rows:
+            marker = "" if row.claim else " †"
+            lines.append(f"| {row.attack}{marker} at {row.budget_label} | robust {_pct(row.robust_accuracy)}, "
+                         f"clean {_pct(row.clean_accuracy)} |")
+    lines.append("")
+    if result.genotype is not None:
+        lines += ["## Genotype", "", "```", str(result.genotype), "```", ""]
+        if run_dir.path("genotype.png").exists():
+            lines += ["![cells](genotype.png)", ""]
+    search = run_dir.path("search.json")
+    if search.exists():
+        info = read_json(search)
+        lines += ["## Search", "", f"Strategy `{info['strategy']}`, {info['epochs']} epochs, "
+                  f"{len(info['candidates'])} candidates per edge, {info['seconds']:.1f} s.", ""]
+        if run_dir.path("alphas.png").exists():
+            lines += ["![mixing weights](alphas.png)", ""]
+    if result.test_accuracy is not None:
+        lines += ["## Retraining", "", f"Recipe: `resolved_spec.json` -> `retrain`. The weights of the epoch with "
+                  "the best validation accuracy are in `model.safetensors`; the test split was not used to choose "
+                  "them.", ""]
+        if run_dir.path("training.png").exists():
+            lines += ["![training](training.png)", ""]
+    if result.robustness is not None:
+        lines += ["## Robustness", "", "Gradient attacks use exact gradients unless marked †.", "",
+                  result.robustness.markdown()]
+        if run_dir.path("robustness.png").exists():
+            lines += ["![robustness](robustness.png)", ""]
+    analysis = run_dir.path("analysis")
+    if analysis.is_dir():
+        for fragment in sorted(analysis.glob("*.md")):
+            lines += [fragment.read_text().rstrip(), ""]
+    return "\n".join(lines).rstrip() + "\n"

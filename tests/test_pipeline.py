@@ -1,0 +1,182 @@
+"""The pipeline on a given genotype: run directory, selection on validation, resume, failures, attack CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from bionas.checkpoint import load_state
+from bionas.cli import build_app
+from bionas.errors import BionasError
+from bionas.pipeline import Interrupted, load_network, run
+from bionas.space import BIONAS_DARTS
+
+pytestmark = pytest.mark.slow
+
+TIMING = {"seconds", "search_seconds"}
+
+
+def tiny_spec(tmp_path, **overrides):
+    """A genotype retrained for 3 epochs on scikit-learn's digits: seconds on a CPU."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    genotype = tmp_path / "genotype.json"
+    BIONAS_DARTS.save(genotype)
+    spec = {
+        "name": "tiny",
+        "seed": 0,
+        "dataset": {"name": "digits"},
+        "genotype": str(genotype),
+        "retrain": {"epochs": 3, "batch_size": 64, "channels": 4, "cells": 2, "cutout": 0, "auxiliary": False,
+                    "lr": 0.05},
+        "evaluation": {"points": 60, "attacks": [{"name": "fgsm", "eps": [0.1]}, {"name": "pgd", "eps": [0.1]}]},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_every_file_and_each_loads_with_json_or_safetensors_alone(tmp_path):
+    result = run(tiny_spec(tmp_path), quiet=True)
+    run_dir = result.run_dir
+    expected = {"resolved_spec.json", "provenance.json", "metrics.jsonl", "genotype.json", "model.safetensors",
+                "results.json", "robustness.json", "report.md", "stages.json", "retrain.json", "genotype.png",
+                "training.png", "robustness.png"}
+    assert expected <= {p.name for p in run_dir.iterdir()}
+    for path in run_dir.rglob("*"):
+        if path.is_dir():
+            continue
+        data = path.read_bytes()
+        assert not data.startswith(b"\x80"), f"{path} looks like a pickle"
+        if path.suffix == ".json":
+            json.loads(data)
+        elif path.suffix == ".jsonl":
+            [json.loads(line) for line in data.decode().splitlines()]
+        elif path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as handle:
+                json.loads(handle.metadata()["bionas.meta"])
+                assert handle.keys()
+        elif path.suffix == ".png":
+            assert data.startswith(b"\x89PNG")
+        else:
+            assert path.suffix == ".md", path
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["torch"] == torch.__version__ and provenance["bionas"]
+    assert {("dataset", "digits"), ("attack", "pgd"), ("rule", "usf")} <= {
+        (p["kind"], p["name"]) for p in provenance["plugins"]}
+    assert "test accuracy" in (run_dir / "report.md").read_text()
+    assert result.test_accuracy is not None and result.robustness.rows[1].attack == "pgd"
+
+
+def test_the_best_epoch_is_chosen_on_validation_and_saved(tmp_path):
+    result = run(tiny_spec(tmp_path), quiet=True)
+    retrain = [r for r in metrics(result.run_dir) if r["stage"] == "retrain"]
+    val = [r["val_accuracy"] for r in retrain]
+    assert result.best_epoch == val.index(max(val)) and result.val_accuracy == max(val)
+    [test] = [r for r in metrics(result.run_dir) if r["stage"] == "test"]
+    assert test["test_accuracy"] == result.test_accuracy
+    model, meta = load_network(result.run_dir / "model.safetensors")
+    assert meta["epoch"] == result.best_epoch and meta["val_accuracy"] == result.val_accuracy
+    assert isinstance(model(torch.rand(2, 1, 8, 8)), torch.Tensor)
+
+
+def test_a_used_run_directory_needs_resume(tmp_path):
+    spec = tiny_spec(tmp_path, retrain={"epochs": 1, "channels": 4, "cells": 2, "auxiliary": False},
+                     evaluation={"attacks": []})
+    run(spec, quiet=True)
+    with pytest.raises(BionasError, match="already holds a run; continue it with --resume"):
+        run(spec, quiet=True)
+    changed = {**spec, "retrain": {**spec["retrain"], "epochs": 2}}
+    with pytest.raises(BionasError, match="retrain.epochs: 1 -> 2"):
+        run(changed, resume=True, quiet=True)
+
+
+def test_resumed_finished_run_reuses_its_stages_and_redoes_changed_attacks(tmp_path):
+    spec = tiny_spec(tmp_path)
+    first = run(spec, quiet=True)
+    spec["evaluation"]["attacks"] = [{"name": "fgsm", "eps": [0.2]}]
+    second = run(spec, resume=True, quiet=True)
+    assert second.test_accuracy == first.test_accuracy
+    assert [row.eps for row in second.robustness.rows] == [0.2]
+
+
+def test_a_diverging_loss_stops_the_stage_and_keeps_the_last_checkpoint(tmp_path):
+    spec = tiny_spec(tmp_path, evaluation={"attacks": []})
+    spec["retrain"].update(lr=1e6, grad_clip=None)
+    with pytest.raises(BionasError, match="retrain: the loss became .* stopping. The last good checkpoint is kept"):
+        run(spec, quiet=True)
+
+
+def test_ctrl_c_exits_cleanly_with_how_to_resume(tmp_path, monkeypatch):
+    import bionas.train
+
+    calls = []
+
+    def interrupting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    original = bionas.train.train_epoch
+    monkeypatch.setattr(bionas.train, "train_epoch", interrupting)
+    spec = tiny_spec(tmp_path, evaluation={"attacks": []})
+    with pytest.raises(Interrupted, match="--resume") as err:
+        run(spec, quiet=True)
+    assert err.value.exit_code == 130
+    monkeypatch.undo()
+    resumed = run(spec, resume=True, quiet=True)  # continues after epoch 1, the last checkpoint
+    assert [r["epoch"] for r in metrics(resumed.run_dir) if r["stage"] == "retrain"] == [0, 1, 2]
+
+
+def test_sigkill_during_retraining_then_resume_equals_an_uninterrupted_run(tmp_path):
+    reference = run(tiny_spec(tmp_path / "a"), quiet=True)
+    spec_path = tmp_path / "b.yaml"
+    spec = tiny_spec(tmp_path / "b")
+    spec_path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "b" / "run"
+    # One thread like this test process (conftest): the float summation order then matches bit for bit.
+    process = subprocess.Popen([sys.executable, "-m", "bionas", "run", str(spec_path), "--quiet"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    checkpoint = run_dir / "checkpoints" / "retrain.safetensors"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert load_state(checkpoint)[1]["epoch"] < 2 and not (run_dir / "results.json").exists()  # killed mid-retrain
+    resumed = run(spec, resume=True, quiet=True)
+    assert without_timing(metrics(resumed.run_dir)) == without_timing(metrics(reference.run_dir))
+    assert resumed.test_accuracy == reference.test_accuracy
+    a, _ = load_network(reference.run_dir / "model.safetensors")
+    b, _ = load_network(resumed.run_dir / "model.safetensors")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_attack_command_on_a_run_directory(tmp_path):
+    result = run(tiny_spec(tmp_path, evaluation={"attacks": []}), quiet=True)
+    cli = CliRunner().invoke(build_app(), ["attack", str(result.run_dir), "--attack", "pgd", "--eps", "8/255",
+                                           "--eps", "0.2", "--points", "40"])
+    assert cli.exit_code == 0, cli.output
+    assert "| pgd | white-box (exact gradients) | 8/255 |" in cli.stdout
+    report = json.loads((result.run_dir / "attacks" / "robustness.json").read_text())
+    assert [row["eps"] for row in report["rows"]] == pytest.approx([8 / 255, 0.2])
+    assert (result.run_dir / "attacks" / "robustness.png").exists()
