@@ -300,6 +300,6 @@ def test_attack_command_errors_are_messages(fake_target, tmp_path, args, code, m
     assert result.exit_code == code and message in result.stderr and "Traceback" not in result.output
 
 
-def test_attack_command_loading_a_real_target_is_pending_on_the_pipeline(tmp_path):
+def test_attack_command_on_a_directory_without_a_network(tmp_path):
     result = runner.invoke(build_app(), ["attack", str(tmp_path), "--attack", "pgd"])
-    assert result.exit_code == 1 and "not available until" in result.stderr and "Traceback" not in result.output
+    assert result.exit_code == 1 and "no trained network at" in result.stderr and "Traceback" not in result.output
