@@ -85,14 +85,6 @@ def test_schema_prints_json_with_plugin_options(toy_plugins):
     assert "SearchToySearch" in json.loads(result.stdout)["$defs"]
 
 
-def test_run_validates_and_writes_the_resolved_spec(toy_plugins, tmp_path):
-    spec = write_spec(tmp_path / "s.yaml", toy_plugins.spec())
-    result = invoke("run", str(spec), "--out", str(tmp_path / "run"))
-    assert result.exit_code == 0, result.output
-    resolved = json.loads((tmp_path / "run" / "resolved_spec.json").read_text())
-    assert resolved["search"]["options"] == {"epochs": 2}
-
-
 def test_run_rejects_a_bad_device(toy_plugins, tmp_path):
     spec = write_spec(tmp_path / "s.yaml", toy_plugins.spec())
     result = invoke("run", str(spec), "--device", "tpu")

@@ -180,3 +180,14 @@ def test_attack_command_on_a_run_directory(tmp_path):
     report = json.loads((result.run_dir / "attacks" / "robustness.json").read_text())
     assert [row["eps"] for row in report["rows"]] == pytest.approx([8 / 255, 0.2])
     assert (result.run_dir / "attacks" / "robustness.png").exists()
+
+
+def test_run_command_prints_the_summary_table(tmp_path):
+    spec = tiny_spec(tmp_path, evaluation={"points": 30, "attacks": [{"name": "fgsm", "eps": [0.1]}]})
+    spec["retrain"]["epochs"] = 1
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(build_app(), ["run", str(tmp_path / "s.yaml"), "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for text in ("test accuracy", "fgsm eps 0.1", "robust", "run directory", "node 2 ="):
+        assert text in result.stdout
+    assert json.loads((tmp_path / "run" / "resolved_spec.json").read_text())["device"] == "cpu"
