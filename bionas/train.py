@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
+from bionas.analysis.alignment import alignment_record
 from bionas.checkpoint import Checkpointer, load_model_state, save_state
 from bionas.data import make_loader
 from bionas.spec import RetrainSpec
@@ -132,7 +133,8 @@ def retrain(
         result.seconds += time.perf_counter() - started
         record = {"stage": "retrain", "epoch": epoch, "lr": lr, "train_loss": train_loss,
                   "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
-                  "drop_path": model.drop_path_prob, "seconds": result.seconds}
+                  "drop_path": model.drop_path_prob, "seconds": result.seconds,
+                  "alignment": alignment_record(model)}
         if val_acc > result.best_val_accuracy:  # selection on validation only
             result.best_epoch, result.best_val_accuracy = epoch, val_acc
             if rank == 0:
