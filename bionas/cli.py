@@ -232,6 +232,47 @@ def build_app() -> typer.Typer:
                 warn(f"possible gradient masking: {flag.message}")
         typer.echo(f"wrote {json_path} and {png_path}")
 
+    analyze_app = typer.Typer(help="The paper's studies on a finished run directory.", no_args_is_help=True)
+    app.add_typer(analyze_app, name="analyze")
+    run_dir_argument = typer.Argument(..., help="Run directory of a finished run.")
+
+    @analyze_app.command("gradvar")
+    def analyze_gradvar(
+        run_dir: Path = run_dir_argument,
+        batches: int = typer.Option(16, "--batches", min=2, help="Minibatches the variance is taken across."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the retrain batch."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Seed of the minibatch draw."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    ) -> None:
+        """Gradient variance of the searched rules against each single rule, on the same batches."""
+        from bionas.analysis.study import gradvar, gradvar_markdown
+
+        typer.echo(gradvar_markdown(gradvar(run_dir, batches, batch_size, seed, device)))
+
+    @analyze_app.command("random-rules")
+    def analyze_random_rules(
+        run_dir: Path = run_dir_argument,
+        samples: int = typer.Option(10, "--samples", min=1, help="Random rule assignments to retrain."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Retrain budget (default: the run's)."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Seed of the assignments."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        quiet: bool = quiet_option,
+    ) -> None:
+        """Retrain the searched operations with random rule assignments; compare with the searched rules."""
+        from bionas.analysis.study import random_rules, random_rules_markdown
+
+        results = random_rules(run_dir, samples, epochs, seed, device, quiet,
+                               progress=None if quiet else lambda m: err_console.print(m, markup=False))
+        typer.echo(random_rules_markdown(results))
+
+    @analyze_app.command("alignment")
+    def analyze_alignment(run_dir: Path = run_dir_argument) -> None:
+        """Plot each rule layer's feedback alignment over the retrain epochs (from metrics.jsonl)."""
+        from bionas.analysis.study import alignment_over_training
+
+        alignment_over_training(run_dir)
+        typer.echo(f"wrote {run_dir / 'analysis' / 'alignment.png'} and alignment.json")
+
     builtin = {command_name(item) for item in app.registered_commands + app.registered_groups}
     get_registry().add_commands(app, builtin, warn)
     return app

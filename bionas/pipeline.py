@@ -351,25 +351,29 @@ class Pipeline:
             self.result.genotype.draw(self.dir.path("genotype.png"))
 
     def write_report(self) -> None:
-        from bionas.report import render_report
+        from bionas.report import refresh_report
 
-        text = render_report(self.spec, self.result, self.provenance, self.dir)
-        tmp = self.dir.path(".report.md.tmp")
-        tmp.write_text(text)
-        tmp.replace(self.dir.path("report.md"))
+        refresh_report(self.dir.root)
 
 
-def all_bp(genotype):
-    """The same architecture with every layer learning by backprop: the transfer attack's default surrogate."""
+def replace_rules(genotype, edge_rule, fixed_rules: dict[str, Any] | None = None):
+    """The same architecture with other rules: `edge_rule(cell_type, index, edge) -> rule` for every edge
+    whose op has a rule; `fixed_rules` replaces the fixed layers' rules when given."""
     from bionas.space import Genotype
 
     data = genotype.to_dict()
     for kind in ("normal", "reduce"):
-        for edge in data[kind]:
+        for index, edge in enumerate(data[kind]):
             if edge.get("rule") is not None:
-                edge["rule"] = "bp"
-    data["fixed_rules"] = dict.fromkeys(data["fixed_rules"], "bp")
+                edge["rule"] = edge_rule(kind, index, edge)
+    if fixed_rules is not None:
+        data["fixed_rules"] = dict(fixed_rules)
     return Genotype.from_dict(data)
+
+
+def all_bp(genotype):
+    """The same architecture with every layer learning by backprop: the transfer attack's default surrogate."""
+    return replace_rules(genotype, lambda *_: "bp", dict.fromkeys(genotype.fixed_rules, "bp"))
 
 
 def run(

@@ -71,3 +71,31 @@ def render_report(spec, result, provenance: dict[str, Any], run_dir: RunDir) -> 
         for fragment in sorted(analysis.glob("*.md")):
             lines += [fragment.read_text().rstrip(), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def refresh_report(run_dir) -> None:
+    """Rebuild report.md of a finished run from its files (after an analysis added a section)."""
+    from bionas.pipeline import RunResult
+    from bionas.robustness import RobustnessReport
+    from bionas.space import Genotype
+    from bionas.spec import load_spec
+
+    run = RunDir(run_dir)
+    spec = load_spec(read_json(run.path("resolved_spec.json")))
+    result = RunResult(run.root)
+    if run.path("genotype.json").exists():
+        result.genotype = Genotype.load(run.path("genotype.json"))
+    if run.path("search.json").exists():
+        result.search_seconds = read_json(run.path("search.json"))["seconds"]
+    if run.path("retrain.json").exists():
+        retrain = read_json(run.path("retrain.json"))
+        result.best_epoch, result.val_accuracy = retrain["best_epoch"], retrain["best_val_accuracy"]
+        result.parameters = retrain["parameters"]
+    if run.path("results.json").exists():
+        result.test_accuracy = read_json(run.path("results.json")).get("test_accuracy")
+    if run.path("robustness.json").exists():
+        result.robustness = RobustnessReport.from_json(read_json(run.path("robustness.json")))
+    text = render_report(spec, result, read_json(run.path("provenance.json")), run)
+    tmp = run.path(".report.md.tmp")
+    tmp.write_text(text)
+    tmp.replace(run.path("report.md"))

@@ -77,3 +77,29 @@ def gradient_variance(gradients: list[torch.Tensor]) -> GradientVariance:
     for g in gradients:
         moments.add(g)
     return moments.summary()
+
+
+# -- measurement on a run ------------------------------------------------------------------------
+
+
+def layer_moments(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, GradientMoments]:
+    """Per Conv2d/Linear of `model`: the moments of the update its rule produces on each batch.
+
+    The weights do not change between batches (no optimizer step), so every batch
+    is measured at the same point of training. Training mode (batch statistics in
+    BatchNorm), no drop path, the main loss only.
+    """
+    from bionas.rules import wrappable_layers
+
+    layers = dict(wrappable_layers(model))
+    moments = {name: GradientMoments() for name in layers}
+    model.train()
+    if hasattr(model, "drop_path_prob"):
+        model.drop_path_prob = 0.0
+    for images, labels in batches:
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        for name, layer in layers.items():
+            if layer.weight.grad is not None:
+                moments[name].add(layer.weight.grad)
+    return {name: m for name, m in moments.items() if m.count}

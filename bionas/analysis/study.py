@@ -1,0 +1,271 @@
+"""The paper's studies on a finished run: `bionas analyze gradvar | random-rules | alignment RUN_DIR`.
+
+Each writes analysis/<name>.json, analysis/<name>.png and analysis/<name>.md into
+the run directory and rebuilds report.md with the new section.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from bionas.analysis.alignment import alignment_series, plot_alignment
+from bionas.analysis.gradvar import layer_moments, summarise
+from bionas.checkpoint import Checkpointer, load_state
+from bionas.errors import BionasError
+from bionas.pipeline import build_network, load_network, network_config, replace_rules
+from bionas.registry import get_dataset
+from bionas.rundir import RunDir, read_json, write_json
+from bionas.spec import load_spec
+from bionas.training import resolve_device
+
+
+class RunContext:
+    """What an analysis needs of a run: its spec, genotype, data set and trained network."""
+
+    def __init__(self, run_dir: str | Path, device: str = "auto"):
+        self.dir = RunDir(run_dir)
+        if not self.dir.path("resolved_spec.json").exists():
+            raise BionasError(f"{self.dir.root} is not a bionas run directory (no resolved_spec.json)")
+        if not self.dir.path("model.safetensors").exists():
+            raise BionasError(f"{self.dir.root} has no retrained network yet (model.safetensors); finish the run first")
+        self.spec = load_spec(read_json(self.dir.path("resolved_spec.json")))
+        self.device = resolve_device(device)
+        self.dataset = get_dataset(self.spec.dataset.name, **self.spec.dataset.options)
+        self.model, meta = load_network(self.dir.path("model.safetensors"), self.device)
+        self.genotype = self.model.genotype
+        self.config = meta["network"]
+        (self.dir.root / "analysis").mkdir(exist_ok=True)
+
+    def rule_names(self) -> list[str]:
+        return [rule.name for rule in self.spec.space.rules]
+
+    def variant(self, rule: str | None, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """The run's architecture with every searched edge on `rule` (None: the searched rules), weights from `state`.
+
+        The fixed layers keep the run's rules. Rule buffers of the variant keep their own seeded values.
+        """
+        genotype = self.genotype if rule is None else replace_rules(self.genotype, lambda *_: rule)
+        model = build_network(genotype, self.config).to(self.device)
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+        return model
+
+    def write(self, name: str, data: dict[str, Any], markdown: str) -> None:
+        write_json(self.dir.path(f"analysis/{name}.json"), data)
+        self.dir.path(f"analysis/{name}.md").write_text(markdown)
+        from bionas.report import refresh_report
+
+        refresh_report(self.dir.root)
+
+
+# -- gradient variance ---------------------------------------------------------------------------
+
+
+def gradvar(run_dir: str | Path, batches: int = 16, batch_size: int | None = None, seed: int = 0,
+            device: str = "auto") -> dict[str, Any]:
+    """Normalised gradient variance (docs/analysis.md) of the searched rules and of each single rule,
+    on the same `batches` training minibatches, at initialisation and at the run's trained weights."""
+    from bionas.data import make_loader
+
+    run = RunContext(run_dir, device)
+    batch_size = batch_size or run.spec.retrain.batch_size
+    loader = make_loader(run.dataset, "train", batch_size, train=True, device=run.device, augment=False, seed=seed)
+    iterator = iter(loader)
+    fixed = [next(iterator) for _ in range(min(batches, len(loader)))]
+    if len(fixed) < 2:
+        raise BionasError("the gradient variance needs at least 2 minibatches")
+    torch.manual_seed(run.spec.seed)
+    points = {"init": build_network(run.genotype, run.config).state_dict(), "trained": run.model.state_dict()}
+    variants = {"searched": None, **{f"all {rule}": rule for rule in run.rule_names()}}
+    results: dict[str, Any] = {"batches": len(fixed), "batch_size": batch_size, "points": {}}
+    for point, state in points.items():
+        results["points"][point] = {}
+        for label, rule in variants.items():
+            moments = layer_moments(run.variant(rule, state), fixed)
+            results["points"][point][label] = {
+                "network": summarise(list(moments.values())).as_dict(),
+                "layers": {name: m.summary().as_dict() for name, m in moments.items()},
+            }
+    plot_gradvar(results, run.dir.path("analysis/gradvar.png"))
+    run.write("gradvar", results, gradvar_markdown(results))
+    return results
+
+
+def gradvar_markdown(results: dict[str, Any]) -> str:
+    points = list(results["points"])
+    lines = ["## Gradient variance", "",
+             f"Normalised variance R = sum of per-weight variances across {results['batches']} minibatches of "
+             f"{results['batch_size']} / squared norm of the mean update (docs/analysis.md); lower is less noisy. "
+             "Same batches and same weights for every rule assignment.", "",
+             "| rules | " + " | ".join(f"R at {p}" for p in points) + " |",
+             "|---|" + "---|" * len(points)]
+    for label in results["points"][points[0]]:
+        values = [f"{results['points'][p][label]['network']['ratio']:.4g}" for p in points]
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    return "\n".join(lines + ["", "![gradient variance](analysis/gradvar.png)", ""])
+
+
+def plot_gradvar(results: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = list(results["points"])
+    fig, axes = plt.subplots(1, len(points), figsize=(6 * len(points), 4.2), squeeze=False)
+    for ax, point in zip(axes[0], points):
+        for label, entry in results["points"][point].items():
+            layers = entry["layers"]
+            ax.plot(range(len(layers)), [v["ratio"] for v in layers.values()], marker=".", linewidth=1,
+                    label=f"{label} (network {entry['network']['ratio']:.3g})")
+        ax.set_yscale("log")
+        ax.set_title(f"normalised gradient variance per layer, {point}")
+        ax.set_xlabel("layer (network order)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- random rule assignments ---------------------------------------------------------------------
+
+
+def random_assignment(genotype, rules: list[str], excluded: set[tuple[str, str]], rng: random.Random):
+    """The genotype's operations with a uniformly drawn rule per parametric edge (excluded pairs avoided)."""
+
+    def draw(kind, index, edge):
+        allowed = [r for r in rules if (edge["op"], r) not in excluded] or rules
+        return rng.choice(allowed)
+
+    return replace_rules(genotype, draw)
+
+
+def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = None, seed: int = 0,
+                 device: str = "auto", quiet: bool = False, rank: int = 0, world_size: int = 1,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Retrain the searched operations with `samples` random rule assignments (and the searched one, on the
+    same budget); compare their accuracies. Each retrain resumes from its own checkpoint."""
+    from bionas.data import make_loader
+    from bionas.train import retrain
+    from bionas.training import evaluate_accuracy
+
+    run = RunContext(run_dir, device)
+    recipe = run.spec.retrain.model_copy(update={"epochs": epochs} if epochs else {})
+    rng = random.Random(seed)
+    excluded = {tuple(pair) for pair in run.spec.space.exclude}
+    genotypes = {"searched": run.genotype}
+    for i in range(samples):
+        genotypes[f"random-{i:02d}"] = random_assignment(run.genotype, run.rule_names(), excluded, rng)
+    root = run.dir.path("analysis/random-rules")
+    test_loader = make_loader(run.dataset, "test", run.spec.evaluation.batch_size, train=False, device=run.device)
+    rows = []
+    for position, (label, genotype) in enumerate(genotypes.items()):
+        if position % world_size != rank:  # candidates spread over the ranks of a torchrun launch
+            continue
+        if progress:
+            progress(f"{label}: retraining {recipe.epochs} epochs")
+        torch.manual_seed(run.spec.seed)
+        model = build_network(genotype, run.config).to(run.device)
+        checkpoint = Checkpointer(root / f"{label}.ckpt.safetensors", f"random-rules/{label}",
+                                  {"genotype": genotype.to_dict(), "recipe": recipe.model_dump(mode="json")})
+        trained = retrain(model, run.dataset, recipe, device=run.device, seed=run.spec.seed,
+                          best_path=root / f"{label}.safetensors", checkpoint=checkpoint, quiet=quiet,
+                          amp=run.spec.runtime.amp, best_metadata={"genotype": genotype.to_dict(),
+                                                                   "network": run.config})
+        best, _ = load_network(root / f"{label}.safetensors", run.device)
+        _, test_accuracy = evaluate_accuracy(best, test_loader, run.device, run.spec.runtime.amp)
+        rows.append({"assignment": label, "rules": sorted(genotype.rules_used()),
+                     "val_accuracy": trained.best_val_accuracy, "test_accuracy": test_accuracy,
+                     "genotype": genotype.to_dict()})
+    results = {"samples": samples, "epochs": recipe.epochs, "seed": seed, "rows": rows}
+    if world_size == 1:
+        finish_random_rules(run, results)
+    return results
+
+
+def finish_random_rules(run: RunContext, results: dict[str, Any]) -> None:
+    randoms = [r["test_accuracy"] for r in results["rows"] if r["assignment"] != "searched"]
+    searched = next(r for r in results["rows"] if r["assignment"] == "searched")
+    results["summary"] = {
+        "searched_test_accuracy": searched["test_accuracy"],
+        "random_mean": statistics.fmean(randoms) if randoms else None,
+        "random_std": statistics.stdev(randoms) if len(randoms) > 1 else None,
+        "random_min": min(randoms, default=None),
+        "random_max": max(randoms, default=None),
+        "searched_beats": sum(a < searched["test_accuracy"] for a in randoms),
+    }
+    plot_random_rules(results, run.dir.path("analysis/random-rules.png"))
+    run.write("random-rules", results, random_rules_markdown(results))
+
+
+def random_rules_markdown(results: dict[str, Any]) -> str:
+    s = results["summary"]
+    lines = ["## Random rule assignments", "",
+             f"The searched operations retrained {results['epochs']} epochs with {results['samples']} random rule "
+             f"assignments (seed {results['seed']}) and with the searched one, same recipe and budget.", "",
+             "| assignment | rules | val acc | test acc |", "|---|---|---|---|"]
+    for row in results["rows"]:
+        lines.append(f"| {row['assignment']} | {', '.join(row['rules'])} | {row['val_accuracy']:.2%} | "
+                     f"{row['test_accuracy']:.2%} |")
+    if s["random_mean"] is not None:
+        spread = f" ± {s['random_std']:.2%}" if s["random_std"] is not None else ""
+        lines += ["", f"Random assignments: test accuracy {s['random_mean']:.2%}{spread} (min {s['random_min']:.2%}, "
+                  f"max {s['random_max']:.2%}); the searched assignment: {s['searched_test_accuracy']:.2%}, above "
+                  f"{s['searched_beats']} of {results['samples']}."]
+    return "\n".join(lines + ["", "![random rules](analysis/random-rules.png)", ""])
+
+
+def plot_random_rules(results: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    randoms = [r["test_accuracy"] * 100 for r in results["rows"] if r["assignment"] != "searched"]
+    searched = next(r["test_accuracy"] * 100 for r in results["rows"] if r["assignment"] == "searched")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.scatter(randoms, [0] * len(randoms), alpha=0.7, label="random rule assignments")
+    ax.axvline(searched, color="red", linewidth=2, label="searched assignment")
+    ax.set_yticks([])
+    ax.set_xlabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- alignment -----------------------------------------------------------------------------------
+
+
+def alignment_over_training(run_dir: str | Path) -> dict[str, Any]:
+    """Plot the per-epoch feedback alignment the retrain stage logged in metrics.jsonl."""
+    rundir = RunDir(run_dir)
+    series = alignment_series(rundir.metrics.records())
+    if not series:
+        raise BionasError(f"{rundir.metrics.path} holds no alignment records (no rule layers other than bp?)")
+    rundir.path("analysis").mkdir(exist_ok=True)
+    plot_alignment(series, rundir.path("analysis/alignment.png"))
+    by_rule: dict[str, list[float]] = {}
+    for entry in series.values():
+        if entry["angle"] and entry["angle"][-1] is not None:
+            by_rule.setdefault(entry["rule"], []).append(entry["angle"][-1])
+    lines = ["## Feedback alignment over training", "",
+             "Angle between each layer's effective feedback B and its weight W, and |B|/|W|, per retrain epoch "
+             "(metrics.jsonl). Final epoch, mean over layers:", "", "| rule | layers | angle (deg) |", "|---|---|---|"]
+    lines += [f"| {rule} | {len(a)} | {statistics.fmean(a):.1f} |" for rule, a in sorted(by_rule.items())]
+    results = {"layers": series}
+    write_json(rundir.path("analysis/alignment.json"), results)
+    rundir.path("analysis/alignment.md").write_text("\n".join(lines + ["", "![alignment](analysis/alignment.png)", ""]))
+    from bionas.report import refresh_report
+
+    refresh_report(rundir.root)
+    return results

@@ -1,0 +1,73 @@
+"""`bionas analyze gradvar | random-rules | alignment` on a tiny finished run."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bionas.cli import build_app
+from bionas.pipeline import run
+from bionas.space import BIONAS_DARTS
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analysis")
+    BIONAS_DARTS.save(root / "genotype.json")
+    spec = {
+        "name": "tiny", "dataset": "digits", "genotype": str(root / "genotype.json"),
+        "space": {"rules": ["usf", "fa"]},
+        "retrain": {"epochs": 2, "batch_size": 64, "channels": 4, "cells": 2, "cutout": 0, "auxiliary": False},
+        "evaluation": {"attacks": []},
+    }
+    return run(spec, root / "run", quiet=True).run_dir
+
+
+def test_gradvar_compares_searched_and_single_rules(finished_run):
+    result = runner.invoke(build_app(), ["analyze", "gradvar", str(finished_run), "--batches", "4"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((finished_run / "analysis" / "gradvar.json").read_text())
+    assert set(data["points"]) == {"init", "trained"}
+    assert set(data["points"]["trained"]) == {"searched", "all usf", "all fa"}
+    network = data["points"]["init"]["all fa"]["network"]
+    assert network["ratio"] > 0 and network["numel"] > 0
+    # Same weights and batches: the classifier learns by bp in every variant with nothing above it, so its
+    # updates, and their statistic, do not depend on the rules of the cells.
+    layers = {v: data["points"]["init"][v]["layers"]["classifier"]["ratio"] for v in ("searched", "all usf")}
+    assert layers["searched"] == pytest.approx(layers["all usf"])
+    assert (finished_run / "analysis" / "gradvar.png").exists()
+    assert "## Gradient variance" in (finished_run / "report.md").read_text()
+    assert "| all fa |" in result.stdout
+
+
+def test_random_rules_retrains_samples_beside_the_searched_rules(finished_run):
+    args = ["analyze", "random-rules", str(finished_run), "--samples", "2", "--epochs", "1", "--quiet"]
+    result = runner.invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((finished_run / "analysis" / "random-rules.json").read_text())
+    assert [r["assignment"] for r in data["rows"]] == ["searched", "random-00", "random-01"]
+    assert all(set(r["rules"]) <= {"usf", "fa", "bp"} for r in data["rows"][1:])  # drawn from space.rules
+    assert data["rows"][1]["genotype"] != data["rows"][2]["genotype"]  # seeded draws differ
+    assert data["summary"]["random_mean"] is not None
+    assert "## Random rule assignments" in (finished_run / "report.md").read_text()
+    again = runner.invoke(build_app(), args)  # resumes from the samples' checkpoints: same numbers
+    assert json.loads((finished_run / "analysis" / "random-rules.json").read_text())["rows"] == data["rows"]
+    assert again.exit_code == 0
+
+
+def test_alignment_plots_what_the_retrain_logged(finished_run):
+    result = runner.invoke(build_app(), ["analyze", "alignment", str(finished_run)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((finished_run / "analysis" / "alignment.json").read_text())
+    layer = next(iter(data["layers"].values()))
+    assert layer["rule"] in {"usf", "frsf"} and layer["epochs"] == [0, 1]
+    assert all(0 <= angle <= 90 for angle in layer["angle"])
+    assert (finished_run / "analysis" / "alignment.png").exists()
+
+
+def test_analysis_of_a_directory_that_is_not_a_run(tmp_path):
+    result = runner.invoke(build_app(), ["analyze", "gradvar", str(tmp_path)])
+    assert result.exit_code == 1 and "not a bionas run directory" in result.stderr
