@@ -204,13 +204,22 @@ class Checkpointer:
         self.stage = stage
         self.spec = dict(spec or {})
         self.versions = dict(versions or {})
+        self.read_only = False
 
     def metadata(self, epoch: int) -> dict[str, Any]:
         return {"stage": self.stage, "epoch": epoch, "spec_hash": spec_hash(self.spec), "spec": self.spec,
                 "versions": self.versions}
 
     def save(self, state: Mapping[str, Any], epoch: int) -> Path:
+        if self.read_only:
+            return self.path
         return save_state(self.path, {**state, "rng": rng_state()}, self.metadata(epoch))
+
+    def reader(self) -> Checkpointer:
+        """The same checkpoint for a process that resumes from it but must not write it (ranks other than 0)."""
+        copy = Checkpointer(self.path, self.stage, self.spec, self.versions)
+        copy.read_only = True
+        return copy
 
     def exists(self) -> bool:
         return self.path.is_file()

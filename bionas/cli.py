@@ -123,8 +123,11 @@ def build_app() -> typer.Typer:
         from bionas.spec import load_spec
 
         overrides = {**(overrides or {}), **({"device": device} if device else {})}
+        from bionas.distributed import world_from_env
+
         result = run_pipeline(load_spec(spec, overrides=overrides), out, resume=resume, quiet=quiet, stages=stages)
-        print_summary(result, console)
+        if world_from_env().is_main:  # under torchrun, rank 0 reports
+            print_summary(result, console)
 
     out_option = typer.Option(None, "--out", help="Run directory (default: the spec's output.dir).")
     resume_option = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints.")

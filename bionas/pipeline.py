@@ -23,7 +23,8 @@ from bionas.errors import BionasError, CheckpointError
 from bionas.registry import get_attack, get_dataset, get_registry, get_search
 from bionas.rundir import RunDir, provenance, read_json, write_json
 from bionas.spec import Spec, load_spec
-from bionas.training import evaluate_accuracy, resolve_device, seed_everything
+from bionas import distributed
+from bionas.training import evaluate_accuracy, seed_everything
 
 # The spec fields each stage depends on: a finished stage is trusted on resume only when they are unchanged.
 STAGE_FIELDS = {
@@ -116,8 +117,9 @@ class Pipeline:
         self.dir = RunDir(run_dir)
         self.resume = resume
         self.quiet = quiet
-        self.console = Console(stderr=True, quiet=quiet)
-        self.device = resolve_device(spec.device)
+        self.world, self.device = distributed.init(spec.device)
+        self.main = self.world.is_main  # rank 0 alone writes files and talks
+        self.console = Console(stderr=True, quiet=quiet or not self.main)
         self.spec_dict = spec.to_dict()
         self.only = set(stages) if stages else None
         self.result = RunResult(self.dir.root)
@@ -146,6 +148,8 @@ class Pipeline:
                           "with this one. Differences:\n  " + "\n  ".join(changes))
 
     def mark_finished(self, stage: str) -> None:
+        if not self.main:
+            return
         path = self.dir.path("stages.json")
         records = read_json(path) if path.exists() else {}
         identity = stage_identity(self.spec_dict, stage)
@@ -158,6 +162,8 @@ class Pipeline:
 
     def resume_log(self, stage: str, checkpoint: Checkpointer) -> None:
         """Drop metrics a killed run wrote after its last checkpoint: the resumed stage writes them again."""
+        if not self.main:
+            return
         if not checkpoint.exists():
             self.dir.metrics.truncate(stage, after_epoch=-1)
             return
@@ -165,12 +171,15 @@ class Pipeline:
         self.dir.metrics.truncate(stage, after_epoch=meta["epoch"])
 
     def log(self, record: dict[str, Any]) -> None:
-        self.dir.metrics.append(record)
+        if self.main:
+            self.dir.metrics.append(record)
 
     # -- the run -------------------------------------------------------------------------------
 
     def execute(self) -> RunResult:
-        self.dir.prepare(self.resume)
+        if self.main:
+            self.dir.prepare(self.resume)
+        distributed.barrier()
         self.write_spec()
         seed_everything(self.spec.seed)
         self.dataset = get_dataset(self.spec.dataset.name, **self.spec.dataset.options)
@@ -180,21 +189,25 @@ class Pipeline:
         self.result.genotype = genotype
         if self.spec.retrain is not None and self.wanted("retrain"):
             model = self.retrain_stage(genotype)
-            self.test_stage(model)
-            if self.spec.evaluation.attacks and self.wanted("attacks"):
-                self.attack_stage(model, genotype)
-        self.write_results()
-        self.write_report()
+            if self.main:  # evaluation needs no second process
+                self.test_stage(model)
+                if self.spec.evaluation.attacks and self.wanted("attacks"):
+                    self.attack_stage(model, genotype)
+        if self.main:
+            self.write_results()
+            self.write_report()
+        distributed.barrier()
         return self.result
 
     def write_spec(self) -> None:
-        # On resume, each stage checks the part of the spec it depends on (see `finished`).
-        write_json(self.dir.path("resolved_spec.json"), self.spec_dict)
         plugins = [get_registry().info(kind, ref.name) for _, kind, ref in self.spec.plugin_refs()]
         plugins += [get_registry().info("op", op) for op in self.spec.space.ops]
         self.provenance = provenance({(p.kind, p.name): p for p in plugins}.values())
         self.provenance["device"] = str(self.device)
-        write_json(self.dir.path("provenance.json"), self.provenance)
+        self.provenance["world_size"] = self.world.world_size
+        if self.main:  # on resume, each stage checks the part of the spec it depends on (see `finished`)
+            write_json(self.dir.path("resolved_spec.json"), self.spec_dict)
+            write_json(self.dir.path("provenance.json"), self.provenance)
 
     def given_genotype(self):
         from bionas.space import Genotype
@@ -204,7 +217,8 @@ class Pipeline:
             genotype = Genotype.load(Path(source).expanduser())
         else:
             genotype = Genotype.from_dict(source, source="spec genotype")
-        genotype.save(self.dir.path("genotype.json"))
+        if self.main:
+            genotype.save(self.dir.path("genotype.json"))
         return genotype
 
     # -- search --------------------------------------------------------------------------------
@@ -226,18 +240,21 @@ class Pipeline:
         supernet.to(self.device)
         if self.device.type == "cuda" and self.spec.runtime.channels_last:
             supernet.to(memory_format=torch.channels_last)
-        data = SearchData.split(self.dataset, self.spec.search.arch_fraction, device=self.device, seed=self.spec.seed)
+        data = SearchData.split(self.dataset, self.spec.search.arch_fraction, device=self.device, seed=self.spec.seed,
+                                rank=self.world.rank, world_size=self.world.world_size)
         checkpoint = self.checkpointer("search")
         self.resume_log("search", checkpoint)
         self.console.print(f"search: {strategy.name} over {space.num_candidates} candidates per edge")
-        result = strategy.search(supernet, data, self.device, checkpoint, log=self.log, quiet=self.quiet,
-                                 amp=self.spec.runtime.amp)
-        result.genotype.save(self.dir.path("genotype.json"))
-        write_json(self.dir.path("search.json"), {"strategy": strategy.name, "seconds": result.seconds,
-                                                  "candidates": space.labels, "epochs": len(result.history)})
-        if self.spec.output.plots:
-            self.search_plots(result, space)
+        result = strategy.search(supernet, data, self.device, checkpoint if self.main else checkpoint.reader(),
+                                 log=self.log, quiet=self.quiet or not self.main, amp=self.spec.runtime.amp)
+        if self.main:
+            result.genotype.save(self.dir.path("genotype.json"))
+            write_json(self.dir.path("search.json"), {"strategy": strategy.name, "seconds": result.seconds,
+                                                      "candidates": space.labels, "epochs": len(result.history)})
+            if self.spec.output.plots:
+                self.search_plots(result, space)
         self.mark_finished("search")
+        distributed.barrier()
         self.result.search_seconds = result.seconds
         self.console.print(f"search: done in {result.seconds:.1f}s\n{result.genotype}")
         return result.genotype
@@ -282,13 +299,18 @@ class Pipeline:
             self.log({**record, "stage": stage})
 
         trained = retrain(model, self.dataset, self.spec.retrain, device=self.device, seed=seed, best_path=path,
-                          checkpoint=checkpoint, log=log, quiet=self.quiet, amp=self.spec.runtime.amp,
+                          checkpoint=checkpoint if self.main else checkpoint.reader(), log=log, quiet=self.quiet or not self.main,
+                          amp=self.spec.runtime.amp,
                           channels_last=self.device.type == "cuda" and self.spec.runtime.channels_last,
-                          eval_batch_size=self.spec.evaluation.batch_size, best_metadata=metadata)
-        write_json(self.dir.path(f"{stage}.json"), {"best_epoch": trained.best_epoch, "parameters": parameters,
-                                                   "best_val_accuracy": trained.best_val_accuracy,
-                                                   "seconds": trained.seconds})
+                          eval_batch_size=self.spec.evaluation.batch_size, best_metadata=metadata,
+                          rank=self.world.rank, world_size=self.world.world_size,
+                          train_model=distributed.data_parallel(model, self.device) if self.world.distributed else None)
+        if self.main:
+            write_json(self.dir.path(f"{stage}.json"), {"best_epoch": trained.best_epoch, "parameters": parameters,
+                                                       "best_val_accuracy": trained.best_val_accuracy,
+                                                       "seconds": trained.seconds})
         self.mark_finished(stage)
+        distributed.barrier()
         best, _ = load_network(path, self.device)  # the epoch chosen on validation, not the last one
         return best
 
@@ -391,13 +413,14 @@ def run(
     spec = load_spec(spec)
     pipeline = Pipeline(spec, Path(out_dir) if out_dir else spec.run_dir(), resume, quiet, stages)
     try:
-        result = pipeline.execute()
+        return pipeline.execute()
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted. Finished stages and the last epoch checkpoint are kept in {pipeline.dir.root}; "
             f"continue with: bionas run SPEC --resume --out {pipeline.dir.root}"
         ) from None
-    return result
+    finally:
+        distributed.shutdown()
 
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:

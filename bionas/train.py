@@ -20,9 +20,11 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
+from bionas import distributed
 from bionas.analysis.alignment import alignment_record
 from bionas.checkpoint import Checkpointer, load_model_state, save_state
 from bionas.data import make_loader
+from bionas.distributed import rank_seed
 from bionas.spec import RetrainSpec
 from bionas.training import Bar, autocast, check_finite, evaluate_accuracy
 
@@ -46,9 +48,9 @@ def make_optimizer(model: torch.nn.Module, recipe: RetrainSpec):
     return optimizer, scheduler
 
 
-def train_epoch(model, loader, optimizer, recipe: RetrainSpec, device, amp: str, bar: Bar, epoch: int,
+def train_epoch(model, forward, loader, optimizer, recipe: RetrainSpec, device, amp: str, bar: Bar, epoch: int,
                 channels_last: bool = False) -> tuple[float, float]:
-    """One epoch; returns (mean loss, accuracy) read once at the end."""
+    """One epoch of `model` through `forward(images) -> (logits, aux logits)`; (mean loss, accuracy) read at the end."""
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -57,7 +59,7 @@ def train_epoch(model, loader, optimizer, recipe: RetrainSpec, device, amp: str,
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            logits, aux_logits = model.forward_with_aux(images)
+            logits, aux_logits = forward(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
             if aux_logits is not None and recipe.auxiliary_weight > 0:
                 loss = loss + recipe.auxiliary_weight * F.cross_entropy(
@@ -100,10 +102,10 @@ def retrain(
 ) -> TrainResult:
     """Train `model` by `recipe`; the best validation epoch's weights go to `best_path`.
 
-    `train_model` is what the steps run through (a DDP or compiled wrapper of
-    `model`); `model` is what is saved and validated.
+    `train_model` is what the steps run through when it is not `model.forward_with_aux`
+    (a DistributedDataParallel wrapper); `model` is what is saved and validated.
     """
-    train_model = train_model or model
+    forward = train_model if train_model is not None else model.forward_with_aux
     augment = {"cutout": recipe.cutout}
     train_loader = make_loader(dataset, "train", recipe.batch_size, train=True, device=device, augment=augment,
                                seed=seed, rank=rank, world_size=world_size)
@@ -120,15 +122,20 @@ def retrain(
         start = state["epoch"] + 1
     for epoch in range(start, recipe.epochs):
         started = time.perf_counter()
+        # Drop path draws from the global generator: seeded per (seed, rank, epoch), an epoch's randomness does
+        # not depend on how the run got there (resumed or not) and differs between ranks.
+        torch.manual_seed(rank_seed(seed, rank, epoch))
         model.drop_path_prob = recipe.drop_path * epoch / recipe.epochs
         scheduler.step(epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_loader.set_epoch(epoch)
         with Bar(len(train_loader), f"retrain {epoch + 1}/{recipe.epochs}", quiet) as bar:
-            train_loss, train_acc = train_epoch(train_model, train_loader, optimizer, recipe, device, amp, bar,
+            train_loss, train_acc = train_epoch(model, forward, train_loader, optimizer, recipe, device, amp, bar,
                                                 epoch, channels_last)
+            train_loss, train_acc = distributed.mean(train_loss, device), distributed.mean(train_acc, device)
             check_finite(train_loss, "retrain", epoch)
-            val_loss, val_acc = evaluate_accuracy(model, val_loader, device, amp)
+            # Every rank validates the same weights; rank 0's numbers decide (BatchNorm statistics may differ).
+            val_loss, val_acc = distributed.broadcast(evaluate_accuracy(model, val_loader, device, amp))
             bar.advance(0, f"loss {train_loss:.3f} train {train_acc:.1%} val {val_acc:.1%}")
         result.seconds += time.perf_counter() - started
         record = {"stage": "retrain", "epoch": epoch, "lr": lr, "train_loss": train_loss,
@@ -144,7 +151,7 @@ def retrain(
         result.history.append(record)
         if log:
             log(record)
-        if checkpoint and rank == 0:
+        if checkpoint:
             checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "best_epoch": result.best_epoch,
                              "best_val_accuracy": result.best_val_accuracy, "history": result.history,
