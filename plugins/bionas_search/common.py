@@ -184,8 +184,7 @@ def genotype_summary(genotype: Genotype) -> str:
 class EpochSearch(SearchStrategy):
     """Base of the strategies that train the supernet epoch by epoch; see the module docstring."""
 
-    #: what `lr` and the history records' train fields mean for this strategy's epochs
-    Options = WeightTrainingOptions
+    Options = WeightTrainingOptions  # every epoch-based strategy's options; subclasses extend them
 
     # -- what a strategy implements ---------------------------------------------------------------
 
