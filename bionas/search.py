@@ -68,9 +68,14 @@ class SearchStrategy(Plugin):
     `checkpoint.load()` first and continue after the epoch it holds, and
     `checkpoint.save(state, epoch)` after every epoch. `log(record)` receives one
     JSON-ready dict per epoch (metrics.jsonl).
+
+    `space_defaults` fills the SpaceSpec fields a spec leaves null (see
+    `resolve_space`), e.g. `{"partial_channels": 4}` for a strategy whose
+    published setting is a partial-channel supernet.
     """
 
     kind: ClassVar[str] = "search"
+    space_defaults: ClassVar[dict[str, Any]] = {}
 
     def search(
         self,
@@ -84,3 +89,15 @@ class SearchStrategy(Plugin):
         amp: str = "auto",
     ) -> SearchResult:
         raise NotImplementedError
+
+
+# SpaceSpec fields that may be left null for the strategy to choose, and their value when it doesn't.
+SPACE_FALLBACKS: dict[str, Any] = {"partial_channels": 1}
+
+
+def resolve_space(space_spec, strategy_cls: type[SearchStrategy] | None = None):
+    """A copy of `space_spec` (a SpaceSpec) with its null fields filled: the strategy's
+    `space_defaults` first, then SPACE_FALLBACKS (`partial_channels` 1). Fields the spec
+    sets are kept. Build the supernet from the result."""
+    defaults = {**SPACE_FALLBACKS, **(strategy_cls.space_defaults if strategy_cls is not None else {})}
+    return space_spec.model_copy(update={k: v for k, v in defaults.items() if getattr(space_spec, k, None) is None})

@@ -113,8 +113,11 @@ class SpaceSpec(Section):
     cells: int = Field(default=8, gt=0, description="Cells of the supernet (DARTS: 8).")
     nodes: int = Field(default=4, gt=0, description="Intermediate nodes per cell (DARTS: 4).")
     stem_multiplier: int = Field(default=3, gt=0, description="Stem output channels = stem_multiplier * channels.")
-    partial_channels: int = Field(
-        default=1, ge=1, description="PC-DARTS K: 1/K of the channels go through the mixed op (1 = off)."
+    partial_channels: int | None = Field(
+        default=None,
+        ge=1,
+        description="PC-DARTS K: 1/K of the channels go through the mixed op (1 = off); null = the search "
+        "strategy's default (egnas: 4, others: 1).",
     )
     edge_normalization: bool = Field(default=False, description="PC-DARTS edge normalization (beta weights).")
 

@@ -37,7 +37,7 @@ def test_unknown_plugin_name_is_reported_at_its_path(toy_plugins):
     errors = errors_of(toy_plugins.spec(search={"name": "toy_serch"}))
     assert errors == [
         "search.name: unknown search strategy 'toy_serch'. Did you mean: toy_search? "
-        "Known search strategies: toy_search."
+        "Known search strategies: darts, egnas, random, toy_search."
     ]
 
 

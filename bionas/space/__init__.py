@@ -15,7 +15,7 @@ registry imports this package for `Operation`.
 from bionas.space.operation import Operation
 from bionas.space.blocks import FactorizedReduce, Normalize, ReLUConvBN, ReLUFirst, drop_path, with_rule
 from bionas.space.candidates import Candidate, SearchSpace
-from bionas.space.genotype import BIONAS_DARTS, DARTS_V2, Edge, Genotype, derive_cell
+from bionas.space.genotype import BIONAS_DARTS, DARTS_V2, Edge, Genotype, derive_cell, derive_genotype
 from bionas.space.supernet import MixedEdge, Supernet
 from bionas.space.network import Network, count_parameters
 
@@ -26,6 +26,7 @@ __all__ = [
     "Edge",
     "Genotype",
     "derive_cell",
+    "derive_genotype",
     "DARTS_V2",
     "BIONAS_DARTS",
     "MixedEdge",

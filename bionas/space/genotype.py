@@ -15,7 +15,7 @@ from the defaults; a parameter-free op has rule null.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,6 +291,24 @@ def derive_cell(
             edges.append(Edge(candidates[best].op, candidates[best].rule_ref, j))
         start += inputs
     return edges
+
+
+def derive_genotype(space, weights: Mapping[str, Any], edge_weights: Mapping[str, Any] | None = None) -> Genotype:
+    """Both cells of a SearchSpace's genotype by `derive_cell`, from mixing weights by cell type
+    (tensors or nested lists, one row per edge) and optional edge weights; concat: every
+    intermediate node (DARTS multiplier = steps); fixed rules from the space."""
+    zero = [space.is_zero(i) for i in range(space.num_candidates)]
+    nodes = space.spec.nodes
+    cells = {}
+    for kind in CELL_TYPES:
+        scale = None if edge_weights is None else _as_list(edge_weights[kind])
+        cells[kind] = derive_cell(_as_list(weights[kind]), space.candidates, zero, nodes, scale)
+    concat = list(range(2, 2 + nodes))
+    return Genotype(cells["normal"], concat, cells["reduce"], list(concat), dict(space.fixed_rules))
+
+
+def _as_list(value: Any) -> Any:
+    return value.detach().cpu().tolist() if hasattr(value, "detach") else value
 
 
 # -- published genotypes (REFERENCES.md) ---------------------------------------------------------

@@ -26,7 +26,7 @@ from bionas.space.blocks import (
     with_rule,
 )
 from bionas.space.candidates import SearchSpace
-from bionas.space.genotype import CELL_TYPES, Genotype, derive_cell
+from bionas.space.genotype import CELL_TYPES, Genotype, derive_genotype
 
 ALPHA_INIT_SCALE = 1e-3  # DARTS: alphas = 1e-3 * randn (PC-DARTS: betas likewise)
 
@@ -81,8 +81,11 @@ class MixedEdge(nn.Module):
         return channel_shuffle(torch.cat([mixed, rest], dim=1), self.partial_channels)
 
     def zeros(self, x: torch.Tensor) -> torch.Tensor:
-        """The zero op's output for `x` (only asked for when the zero op is all that is active)."""
-        return self.ops[self.zero.index(True)](x)
+        """Zeros shaped like this edge's output for `x`: nothing active (the zero op, or a row of zero
+        weights, as random search gives the edges it leaves out)."""
+        if True in self.zero:
+            return self.ops[self.zero.index(True)](x)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
     def _mix(self, x: torch.Tensor, weights: torch.Tensor, active: tuple) -> torch.Tensor | None:
         plan = self._plan(active, weights)
@@ -180,7 +183,7 @@ class Supernet(nn.Module):
         self.space = space
         self.nodes = spec.nodes
         self.edge_normalization = spec.edge_normalization
-        k = spec.partial_channels
+        k = spec.partial_channels or 1  # None: no strategy filled it in (bionas.search.resolve_space)
         if spec.channels % k:
             raise ValueError(f"channels ({spec.channels}) must be a multiple of partial_channels ({k})")
         self.normalize = Normalize(in_channels, mean, std)
@@ -243,13 +246,14 @@ class Supernet(nn.Module):
         edge_weights = self.edge_weights(kind)
         if weights is None:
             return F.softmax(alphas, dim=-1), edge_weights, None
-        w = weights[kind]
-        if tuple(w.shape) != tuple(alphas.shape):
-            raise ValueError(f"weights['{kind}'] has shape {tuple(w.shape)}, expected {tuple(alphas.shape)}")
-        w = w.to(alphas.device, alphas.dtype)
+        given = weights[kind]
+        if tuple(given.shape) != tuple(alphas.shape):
+            raise ValueError(f"weights['{kind}'] has shape {tuple(given.shape)}, expected {tuple(alphas.shape)}")
+        w = given.to(alphas.device, alphas.dtype)
         if w.requires_grad:
             return w, edge_weights, None
-        nonzero = (w != 0).tolist()  # one transfer for the whole matrix
+        # Read where the caller made them: weights built on the CPU cost no device sync.
+        nonzero = (given != 0).tolist()
         return w, edge_weights, [tuple(k for k, on in enumerate(row) if on) for row in nonzero]
 
     def edge_weights(self, kind: str) -> torch.Tensor | None:
@@ -267,18 +271,8 @@ class Supernet(nn.Module):
 
     def genotype(self, weights: dict[str, torch.Tensor] | None = None) -> Genotype:
         """The DARTS rule over softmax(alphas), or over given mixing weights (edge weights applied)."""
-        zero = [self.space.is_zero(i) for i in range(self.space.num_candidates)]
-        cells = {}
         with torch.no_grad():
-            for kind in CELL_TYPES:
-                w = F.softmax(getattr(self, f"alphas_{kind}"), dim=-1) if weights is None else weights[kind]
-                edge_weights = self.edge_weights(kind)
-                cells[kind] = derive_cell(
-                    w.detach().cpu().tolist(),
-                    self.space.candidates,
-                    zero,
-                    self.nodes,
-                    None if edge_weights is None else edge_weights.detach().cpu().tolist(),
-                )
-        concat = list(range(2, 2 + self.nodes))  # DARTS multiplier = steps: every intermediate node
-        return Genotype(cells["normal"], concat, cells["reduce"], list(concat), dict(self.space.fixed_rules))
+            if weights is None:
+                weights = {kind: F.softmax(getattr(self, f"alphas_{kind}"), dim=-1) for kind in CELL_TYPES}
+            edge_weights = {kind: self.edge_weights(kind) for kind in CELL_TYPES} if self.edge_normalization else None
+            return derive_genotype(self.space, weights, edge_weights)

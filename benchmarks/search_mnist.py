@@ -1,0 +1,124 @@
+"""Each search strategy on the embedded MNIST data at a small fixed budget, then a short retrain.
+
+    python benchmarks/search_mnist.py                          # defaults: about 7 minutes on 2 CPU cores
+    python benchmarks/search_mnist.py --strategies darts-1 random --epochs 3
+
+Search: the paper's joint space (DARTS's 8 ops x rules usf, brsf, frsf, fa: 22
+candidates, fixed layers bp) on a small supernet, `--images` images of each
+part of mnist5k's training split (3,500 images, halved by SearchData.split),
+`--epochs` epochs with each strategy's published hyperparameters except the
+ones a budget this small needs (batch size; EG-NAS's population, samplings and
+start epoch; random search's number of samples), all printed. Retrain: the
+derived network (bionas.train.retrain: SGD momentum, cosine from `--retrain-lr`,
+no auxiliary head, no drop path, no cutout) on the whole training split, the best epoch chosen on
+the val split, whose weights are then tested once on the test split (1,000
+images). Same seed for every strategy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]  # benchmark this checkout
+
+import torch  # noqa: E402
+
+import bionas  # noqa: E402
+from bionas.checkpoint import load_state  # noqa: E402
+from bionas.data import make_loader  # noqa: E402
+from bionas.search import SearchData, resolve_space  # noqa: E402
+from bionas.space import Network, SearchSpace, Supernet, count_parameters  # noqa: E402
+from bionas.spec import RetrainSpec, SpaceSpec  # noqa: E402
+from bionas.train import retrain  # noqa: E402
+from bionas.training import evaluate_accuracy, seed_everything  # noqa: E402
+
+SHORT = {"none": "none", "max_pool_3x3": "max", "avg_pool_3x3": "avg", "skip_connect": "skip",
+         "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5"}  # fmt: skip
+
+
+def strategies(args) -> dict[str, tuple[str, dict]]:
+    common = {"epochs": args.epochs, "batch_size": args.batch_size}
+    return {
+        "darts-1": ("darts", {**common, "order": "first"}),
+        "darts-2": ("darts", {**common, "order": "second"}),
+        # one CMA-ES update per epoch from the first: the published start (15) is beyond this budget
+        "egnas": ("egnas", {**common, "start_epoch": 0, "population": args.population, "samplings": 2,
+                            "fitness_batch_size": args.batch_size}),
+        "random": ("random", {**common, "samples": args.samples, "eval_batches": 2, "top_k": 5}),
+    }
+
+
+def compact(genotype) -> str:
+    def cell(edges):
+        return " ".join(f"{SHORT.get(e.op, e.op)}{'/' + e.rule if e.rule else ''}({e.source})" for e in edges)
+
+    return f"N: {cell(genotype.normal)} / R: {cell(genotype.reduce)}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--strategies", nargs="+", default=["darts-1", "darts-2", "egnas", "random"])
+    parser.add_argument("--epochs", type=int, default=2, help="search epochs")
+    parser.add_argument("--images", type=int, default=96, help="images of each search part")
+    parser.add_argument("--batch-size", type=int, default=32, help="search minibatch")
+    parser.add_argument("--channels", type=int, default=8, help="supernet channels")
+    parser.add_argument("--cells", type=int, default=3, help="supernet cells")
+    parser.add_argument("--population", type=int, default=10, help="EG-NAS CMA-ES population")
+    parser.add_argument("--samples", type=int, default=100, help="random search: architectures scored")
+    parser.add_argument("--retrain-epochs", type=int, default=2)
+    parser.add_argument("--retrain-channels", type=int, default=8)
+    parser.add_argument("--retrain-cells", type=int, default=5)
+    parser.add_argument("--retrain-lr", type=float, default=0.1, help="higher than DARTS's 0.025: 2 epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    dataset = bionas.get_dataset("mnist5k")
+    info = dataset.info
+    data = SearchData.split(dataset, 0.5, seed=args.seed)
+    data.weights_indices, data.arch_indices = data.weights_indices[: args.images], data.arch_indices[: args.images]
+    space_spec = SpaceSpec(channels=args.channels, cells=args.cells)
+    recipe = RetrainSpec(epochs=args.retrain_epochs, batch_size=64, channels=args.retrain_channels,
+                         cells=args.retrain_cells, lr=args.retrain_lr, auxiliary=False, drop_path=0.0, cutout=0)
+    print(f"search: {args.images} + {args.images} images, supernet C={args.channels} cells={args.cells}, "
+          f"{args.epochs} epochs; retrain: C={recipe.channels} cells={recipe.cells}, lr {recipe.lr}, {recipe.epochs} epochs on "
+          f"{len(dataset.split('train'))} images; torch threads {args.threads}")
+    rows = []
+    for label in args.strategies:
+        name, options = strategies(args)[label]
+        strategy = bionas.get_search(name, **options)
+        print(f"\n{label}: {strategy!r}")
+        seed_everything(args.seed)
+        space = SearchSpace(resolve_space(space_spec, type(strategy)))
+        supernet = Supernet(space, info.num_classes, info.channels, info.mean, info.std)
+        result = strategy.search(supernet, data, device, quiet=True)
+        genotype = result.genotype
+        print(genotype)
+        seed_everything(args.seed)
+        model = Network(genotype, channels=recipe.channels, cells=recipe.cells, num_classes=info.num_classes,
+                        in_channels=info.channels, mean=info.mean, std=info.std, image_size=info.image_size)
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            trained = retrain(model, dataset, recipe, device=device, seed=args.seed, best_path=Path(tmp) / "best",
+                              quiet=True)
+            retrain_seconds = time.perf_counter() - started
+            model.load_state_dict(load_state(Path(tmp) / "best")[0]["model"])
+        _, test_accuracy = evaluate_accuracy(model, make_loader(dataset, "test", 256, train=False), device)
+        rows.append((label, compact(genotype), result.seconds, count_parameters(model), trained.best_val_accuracy,
+                     test_accuracy, retrain_seconds))
+        print(f"search {result.seconds:.0f} s, retrain {retrain_seconds:.0f} s, val {trained.best_val_accuracy:.1%} "
+              f"(epoch {trained.best_epoch}), test {test_accuracy:.1%}")
+    print("\n| strategy | genotype (normal / reduce cell) | search s | params | val acc | test acc | retrain s |")
+    print("|---|---|---|---|---|---|---|")
+    for label, text, seconds, params, val, test, retrain_s in rows:
+        print(f"| {label} | {text} | {seconds:.0f} | {params:,} | {val:.1%} | {test:.1%} | {retrain_s:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

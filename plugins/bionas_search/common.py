@@ -1,0 +1,300 @@
+"""What the search strategies share: the epoch loop with checkpoint and resume, the per-epoch
+record, the weight-training step, device-side meters, scoring, and loader helpers.
+
+An `EpochSearch` strategy implements `train_step` and, where it needs more than the weights'
+SGD, schedule and loader, `prepare(run)` (objects with a `state_dict` go in run.stateful, they
+are checkpointed; loaders in run.loaders); where
+it needs them, `before_epoch`/`after_epoch` (record fields of their own) and, where it differs
+from the DARTS rule over softmax(alphas), `epoch_genotype`. The base class does the rest
+identically for every strategy:
+
+    state = checkpoint.load()           resume: supernet, optimizers, schedulers, strategy
+                                        state, history, seconds; continue at epoch + 1
+    for each remaining epoch:
+        train_epoch                     (loaders set to the epoch: order and augmentation are
+                                        functions of (seed, epoch) only)
+        validate on the architecture part (eval mode, no augmentation)
+        record = one JSON-ready dict    log(record), then checkpoint.save(state, epoch)
+
+so a search killed at any point and resumed from its checkpoint repeats exactly what an
+uninterrupted one does (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from bionas.checkpoint import load_model_state
+from bionas.plugin import PluginOptions
+from bionas.search import SearchData, SearchResult, SearchStrategy
+from bionas.space import Genotype
+from bionas.space.blocks import rule_name
+from bionas.space.genotype import CELL_TYPES
+from bionas.training import Bar, autocast, check_finite, eval_mode
+
+LOG_EVERY = 20  # steps between reading the running loss on the host (the only sync in the loop)
+Weights = dict[str, torch.Tensor]  # mixing weights by cell type, as Supernet.forward takes them
+
+
+class WeightTrainingOptions(PluginOptions):
+    """What every strategy that trains the supernet's weights by SGD shares (DARTS's defaults)."""
+
+    epochs: int = Field(default=50, gt=0, description="Search epochs (DARTS: 50).")
+    batch_size: int = Field(default=64, gt=0, description="Minibatch of the weight steps (DARTS: 64).")
+    lr: float = Field(default=0.025, gt=0, description="Initial learning rate of the weights (DARTS: 0.025).")
+    lr_min: float = Field(default=0.001, ge=0, description="Final learning rate of the cosine schedule (DARTS: 0.001).")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum of the weights (DARTS: 0.9).")
+    weight_decay: float = Field(default=3e-4, ge=0, description="Weight decay of the weights (DARTS: 3e-4).")
+    grad_clip: float | None = Field(
+        default=5.0, gt=0, description="Gradient-norm clip of the weight steps (DARTS: 5); null = off."
+    )
+
+
+@dataclass
+class SearchRun:
+    """One call of `search`: the supernet and data, and the objects a strategy keeps across epochs.
+
+    `stateful` holds everything with `state_dict()`/`load_state_dict()` (optimizers,
+    schedulers) by name; `extra` holds the strategy's own state (tensors and JSON values).
+    Both are checkpointed every epoch.
+    """
+
+    supernet: Any  # bionas.space.Supernet
+    data: SearchData
+    device: torch.device
+    amp: str
+    quiet: bool
+    channels_last: bool
+    stateful: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    loaders: dict[str, Any] = field(default_factory=dict)
+    scratch: dict[str, Any] = field(default_factory=dict)  # per-epoch objects (iterators): never checkpointed
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor, weights: Weights | None = None):
+        """Cross-entropy (in float32) and logits of a batch, under the run's autocast."""
+        with autocast(self.device, self.amp):
+            logits = self.supernet(self.images(x), weights)
+        return F.cross_entropy(logits.float(), y), logits
+
+    def weight_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.supernet.weight_parameters() if p.requires_grad]
+
+
+class Meter:
+    """Summed loss and correct predictions, kept on the device; read on the host when asked."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = len(labels)
+        self.loss += loss.detach().float() * n
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.count += n
+
+    def read(self) -> tuple[float, float]:
+        """(mean loss, accuracy): one host-device sync."""
+        count = max(self.count, 1)
+        return self.loss.item() / count, self.correct.item() / count
+
+    def status(self, step: int, stage: str, epoch: int) -> str | None:
+        """Every LOG_EVERY steps: read, check for divergence, and give the bar's status text."""
+        if (step + 1) % LOG_EVERY:
+            return None
+        loss, accuracy = self.read()
+        check_finite(loss, stage, epoch)
+        return f"loss {loss:.3f} acc {accuracy:.1%}"
+
+
+def sgd(run: SearchRun, options: WeightTrainingOptions):
+    """DARTS's weight optimizer (classical momentum, every weight decayed) and its cosine schedule."""
+    from timm.scheduler import create_scheduler_v2
+
+    optimizer = torch.optim.SGD(run.weight_parameters(), lr=options.lr, momentum=options.momentum,
+                                weight_decay=options.weight_decay)
+    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=options.epochs, min_lr=options.lr_min)
+    return optimizer, scheduler
+
+
+def weight_step(run: SearchRun, optimizer, x, y, grad_clip: float | None, weights: Weights | None = None):
+    """One SGD step of the supernet's weights on a batch (the architecture stays as it is).
+
+    Gradients flow to the weights only (the learning rules' backward); returns (loss, logits), detached.
+    """
+    params = run.weight_parameters()
+    loss, logits = run.loss_and_logits(x, y, weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward(inputs=params)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def batches(loader, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches of `loader` for one epoch: pass p uses loader epoch `epoch + p * 2**32`,
+    so what a step sees depends on (seed, epoch, step) only."""
+    passes = 0
+    while True:
+        loader.set_epoch(epoch + (passes << 32))
+        yield from loader
+        passes += 1
+
+
+@torch.no_grad()
+def score(run: SearchRun, batch_list, weights: Weights | Callable[[int], Weights] | None = None) -> tuple[float, float]:
+    """(mean loss, accuracy) of the supernet in eval mode over `batch_list`; `weights` are mixing
+    weights, or a function of the batch index giving them (None: softmax of the alphas)."""
+    meter = Meter(run.device)
+    with eval_mode(run.supernet):
+        for i, (x, y) in enumerate(batch_list):
+            w = weights(i) if callable(weights) else weights
+            loss, logits = run.loss_and_logits(x, y, w)
+            meter.add(loss, logits, y)
+    return meter.read()
+
+
+def softmax_alphas(supernet) -> dict[str, list[list[float]]]:
+    """The mixing weights softmax(alphas) of both cell types, as nested lists."""
+    with torch.no_grad():
+        return {kind: F.softmax(getattr(supernet, f"alphas_{kind}").float(), dim=-1).cpu().tolist()
+                for kind in CELL_TYPES}
+
+
+def genotype_summary(genotype: Genotype) -> str:
+    """Counts of the rules on the kept edges of both cells, parameter-free ops as 'free': `usf 5 fa 3 free 8`."""
+    counts = Counter("free" if e.rule is None else rule_name(e.rule) for kind in CELL_TYPES
+                     for e in getattr(genotype, kind))
+    return " ".join(f"{name} {n}" for name, n in counts.most_common())
+
+
+class EpochSearch(SearchStrategy):
+    """Base of the strategies that train the supernet epoch by epoch; see the module docstring."""
+
+    Options = WeightTrainingOptions  # every epoch-based strategy's options; subclasses extend them
+
+    # -- what a strategy implements ---------------------------------------------------------------
+
+    def prepare(self, run: SearchRun) -> None:
+        """Create optimizers and schedulers (run.stateful) and loaders (run.loaders); the default:
+        the weights' SGD and cosine schedule, and the weights part's loader."""
+        optimizer, scheduler = sgd(run, self.options)
+        run.stateful.update(optimizer=optimizer, scheduler=scheduler)
+        run.loaders["weights"] = run.data.loader("weights", self.options.batch_size)
+
+    def train_step(self, run: SearchRun, epoch: int, x: torch.Tensor, y: torch.Tensor):
+        """One step on a batch of the weights part; returns the weight step's (loss, logits)."""
+        raise NotImplementedError
+
+    def before_epoch(self, run: SearchRun, epoch: int) -> dict[str, Any]:
+        """Before the epoch's steps (the epoch's lr is set); returns fields for the epoch's record."""
+        return {}
+
+    def after_epoch(self, run: SearchRun, epoch: int) -> dict[str, Any]:
+        """After the epoch's steps, before validation; returns fields for the epoch's record."""
+        return {}
+
+    def train_epoch(self, run: SearchRun, epoch: int, bar: Bar) -> dict[str, Any]:
+        """One epoch of steps; returns the record's train_loss, train_accuracy, lr and the hooks' fields."""
+        optimizer, scheduler = run.stateful["optimizer"], run.stateful["scheduler"]
+        scheduler.step(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        run.scratch = {}
+        fields = self.before_epoch(run, epoch)
+        loader = run.loaders["weights"]
+        loader.set_epoch(epoch)
+        meter = Meter(run.device)
+        for step, (x, y) in enumerate(loader):
+            loss, logits = self.train_step(run, epoch, x, y)
+            meter.add(loss, logits, y)
+            bar.advance(1, meter.status(step, "search", epoch))
+        train_loss, train_accuracy = meter.read()
+        return {"train_loss": train_loss, "train_accuracy": train_accuracy, "lr": lr, **fields,
+                **self.after_epoch(run, epoch)}
+
+    def validate(self, run: SearchRun, epoch: int) -> tuple[float, float]:
+        """(loss, accuracy) on the architecture part after the epoch; default: softmax(alphas), eval mode."""
+        return score(run, self.arch_eval_loader(run))
+
+    def epoch_genotype(self, run: SearchRun, epoch: int) -> Genotype | None:
+        """The genotype the search holds after `epoch`: default the DARTS rule over the alphas."""
+        return run.supernet.genotype()
+
+    def epoch_alphas(self, run: SearchRun) -> dict[str, Any] | None:
+        alphas = softmax_alphas(run.supernet)
+        if run.supernet.edge_normalization:
+            alphas["edge_weights"] = {k: run.supernet.edge_weights(k).detach().cpu().tolist() for k in CELL_TYPES}
+        return alphas
+
+    # -- shared -----------------------------------------------------------------------------------
+
+    def arch_eval_loader(self, run: SearchRun):
+        """The whole architecture part in a fixed order, without augmentation (validation)."""
+        if "arch_eval" not in run.loaders:
+            run.loaders["arch_eval"] = run.data.loader("arch", self.options.batch_size, train=False)
+        return run.loaders["arch_eval"]
+
+    def start(self, supernet, data: SearchData, device, amp: str, quiet: bool) -> SearchRun:
+        device = torch.device(device)
+        channels_last = device.type == "cuda"
+        supernet.to(device)
+        if channels_last:
+            supernet.to(memory_format=torch.channels_last)
+        supernet.train()
+        return SearchRun(supernet, data, device, amp, quiet, channels_last)
+
+    def search(self, supernet, data, device, checkpoint=None, *, log=None, quiet=False, amp="auto") -> SearchResult:
+        run = self.start(supernet, data, device, amp, quiet)
+        self.prepare(run)
+        history: list[dict[str, Any]] = []
+        seconds, first = 0.0, 0
+        state = checkpoint.load(run.device) if checkpoint is not None else None
+        if state is not None:
+            load_model_state(supernet, state["supernet"], "search checkpoint")
+            for name, obj in run.stateful.items():
+                obj.load_state_dict(state["stateful"][name])
+            run.extra = state["extra"]
+            history, seconds, first = state["history"], state["seconds"], state["epoch"] + 1
+        epochs = self.options.epochs
+        for epoch in range(first, epochs):
+            started = time.perf_counter()
+            with Bar(self.steps_per_epoch(run), f"search {self.name} {epoch + 1}/{epochs}", quiet) as bar:
+                fields = self.train_epoch(run, epoch, bar)
+                check_finite(fields["train_loss"], "search", epoch)
+                valid_loss, valid_accuracy = self.validate(run, epoch)
+                genotype = self.epoch_genotype(run, epoch)
+                summary = f" | {genotype_summary(genotype)}" if genotype is not None else ""
+                bar.advance(0, f"loss {fields['train_loss']:.3f} acc {fields['train_accuracy']:.1%} "
+                               f"valid {valid_accuracy:.1%}{summary}")
+            seconds += time.perf_counter() - started
+            record = {"stage": "search", "epoch": epoch, "strategy": self.name, **fields,
+                      "valid_loss": valid_loss, "valid_accuracy": valid_accuracy, "alphas": self.epoch_alphas(run),
+                      "genotype": genotype.to_dict() if genotype is not None else None, "seconds": seconds}
+            history.append(record)
+            if log is not None:
+                log(record)
+            if checkpoint is not None:
+                checkpoint.save({"supernet": supernet.state_dict(),
+                                 "stateful": {name: obj.state_dict() for name, obj in run.stateful.items()},
+                                 "extra": run.extra, "history": history, "seconds": seconds, "epoch": epoch}, epoch)
+        return SearchResult(self.result_genotype(run, history), history, seconds)
+
+    def steps_per_epoch(self, run: SearchRun) -> int:
+        return len(run.loaders["weights"])
+
+    def result_genotype(self, run: SearchRun, history: list[dict[str, Any]]) -> Genotype:
+        """The last epoch's genotype (also when a finished search is resumed)."""
+        return Genotype.from_dict(history[-1]["genotype"], check_plugins=False)

@@ -1,0 +1,160 @@
+"""egnas: EG-NAS (Cai et al., AAAI 2024): weights by SGD, the architecture by CMA-ES, no arch gradient.
+
+Once per epoch from `start_epoch`, before the epoch's weight training (caicaicheng/EG-NAS
+train_search.py `explore_architecture`, `CFF`, `updated_alpha`):
+
+1. On one batch of the architecture part (eval mode, no gradients), a = softmax(alpha) per
+   cell type and the current accuracy acc0 of the supernet.
+2. `samplings` times, a CMA-ES (the `cmaes` package) with mean = a + 0.01 * N(0, 1) (both cell
+   types flattened), step size sigma = max(1 / (epoch + 1), sigma_min) and `population`
+   candidates per generation runs `generations` generations. A candidate z, one row z_e per
+   edge and cell type, is scored by the compound fitness (lower is better)
+       u_e = z_e / |z_e|,   mixing weights m_e = softmax(u_e)
+       s   = mean over the two cell types of mean over edges of (cos(a_e, u_e) + 1) / 2
+       f   = CE(m) + lambda * s   if acc(m) >= acc0   (as good: pushed away from the current alpha)
+             CE(m) - lambda * s   otherwise            (worse: pulled toward it)
+   The sampling keeps its lowest-fitness candidate.
+3. Of the samplings' best candidates, the one with the highest accuracy on the batch wins
+   (ties: the earlier sampling) and alpha <- alpha + step * m (per cell type).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from bionas.data.splits import derive_seed, generator
+from bionas.space.genotype import CELL_TYPES
+from bionas.training import eval_mode
+from bionas_search.common import EpochSearch, SearchRun, WeightTrainingOptions, weight_step
+
+MEAN_NOISE = 1e-2  # EG-NAS: mean = softmax(alpha) + 1e-2 * randn
+_NOISE, _CMA = 11, 12  # random streams of this strategy
+
+
+def candidate_rows(z: torch.Tensor) -> torch.Tensor:
+    """u = z / |z| per row (the candidate as EG-NAS scores it)."""
+    return z / z.norm(dim=-1, keepdim=True)
+
+
+def candidate_mixing(z: torch.Tensor) -> torch.Tensor:
+    """The mixing weights a candidate stands for: softmax(z / |z|) per row."""
+    return F.softmax(candidate_rows(z), dim=-1)
+
+
+def similarity(current: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over cell types of mean over edges of (cos(current row, candidate row) + 1) / 2, in [0, 1]."""
+    parts = [((F.cosine_similarity(current[k], candidate[k], dim=-1) + 1) / 2).mean() for k in CELL_TYPES]
+    return sum(parts) / len(parts)
+
+
+def compound_fitness(loss: float, accuracy: float, current_accuracy: float, similarity: float,
+                     weight: float) -> float:
+    """EG-NAS's CFF: loss + weight * similarity when the candidate is at least as accurate as the
+    current architecture (push it away: explore), loss - weight * similarity otherwise (pull it in)."""
+    if accuracy >= current_accuracy:
+        return loss + weight * similarity
+    return loss - weight * similarity
+
+
+def update_alphas(alphas: dict[str, torch.Tensor], mixing: dict[str, torch.Tensor], step: float) -> None:
+    """alpha <- alpha + step * m, in place, per cell type."""
+    with torch.no_grad():
+        for kind in CELL_TYPES:
+            alphas[kind].add_(step * mixing[kind].to(alphas[kind].device, alphas[kind].dtype))
+
+
+class EGNAS(EpochSearch):
+    name = "egnas"
+    description = "EG-NAS: weights by SGD, the alphas moved toward the best of CMA-ES samples (compound fitness)."
+    space_defaults = {"partial_channels": 4}  # EG-NAS searches a partial-channel supernet, K = 4
+
+    class Options(WeightTrainingOptions):
+        epochs: int = Field(default=50, gt=0, description="Search epochs (EG-NAS: 50).")
+        batch_size: int = Field(default=256, gt=0, description="Minibatch of the weight steps (EG-NAS: 256).")
+        lr: float = Field(default=0.1, gt=0, description="Initial learning rate of the weights (EG-NAS: 0.1).")
+        lr_min: float = Field(default=0.0, ge=0, description="Final learning rate of the cosine schedule (EG-NAS: 0).")
+        start_epoch: int = Field(
+            default=15, ge=0, description="First epoch with an architecture update (EG-NAS warm start: 15)."
+        )
+        population: int = Field(default=50, ge=2, description="CMA-ES population size (EG-NAS: 50).")
+        samplings: int = Field(default=3, gt=0, description="Independent CMA-ES samplings per epoch (EG-NAS: 3).")
+        generations: int = Field(
+            default=1, gt=0, description="CMA-ES generations per sampling (EG-NAS's code: 1, ask then tell)."
+        )
+        sigma_min: float = Field(
+            default=0.02, gt=0, description="Step size sigma = max(1 / (epoch + 1), sigma_min) (EG-NAS: 0.02)."
+        )
+        similarity_weight: float = Field(
+            default=0.4, ge=0, description="lambda of the compound fitness CE +- lambda * similarity (EG-NAS: 0.4)."
+        )
+        alpha_step: float = Field(default=0.1, gt=0, description="alpha <- alpha + step * best mixing (EG-NAS: 0.1).")
+        fitness_batch_size: int = Field(
+            default=128, gt=0, description="The one batch candidates are scored on (EG-NAS: batch_size / 2 = 128)."
+        )
+
+    def prepare(self, run: SearchRun) -> None:
+        super().prepare(run)
+        run.loaders["fitness"] = run.data.loader("arch", self.options.fitness_batch_size, augment=False)
+
+    def before_epoch(self, run: SearchRun, epoch: int) -> dict[str, Any]:
+        return {"evolution": self.evolve(run, epoch) if epoch >= self.options.start_epoch else None}
+
+    def train_step(self, run: SearchRun, epoch: int, x, y):
+        return weight_step(run, run.stateful["optimizer"], x, y, self.options.grad_clip)
+
+    @torch.no_grad()
+    def evolve(self, run: SearchRun, epoch: int) -> dict[str, Any]:
+        """The epoch's architecture update; returns what the history records of it."""
+        from cmaes import CMA
+
+        o, supernet, seed = self.options, run.supernet, run.data.seed
+        loader = run.loaders["fitness"]
+        loader.set_epoch(epoch)
+        x, y = next(iter(loader))
+        alphas = {k: getattr(supernet, f"alphas_{k}") for k in CELL_TYPES}
+        current = {k: F.softmax(a.float(), dim=-1).cpu() for k, a in alphas.items()}
+        shape = current["normal"].shape
+        with eval_mode(supernet):
+            current_accuracy = self._accuracy(run, x, y, None)
+            noise = torch.randn(2, *shape, generator=generator(seed, epoch, _NOISE), dtype=torch.float64)
+            mean = (torch.stack([current[k].double() for k in CELL_TYPES]) + MEAN_NOISE * noise).flatten()
+            sigma = max(1.0 / (epoch + 1), o.sigma_min)
+            best = []  # per sampling: (accuracy, fitness, mixing)
+            for sampling in range(o.samplings):
+                cma = CMA(mean=mean.numpy(), sigma=sigma, population_size=o.population,
+                          seed=derive_seed(seed, epoch, sampling, _CMA) % 2**32)
+                found = None
+                for _ in range(o.generations):
+                    solutions = []
+                    for _ in range(o.population):
+                        z = cma.ask()
+                        fitness, mixing = self._fitness(run, x, y, z, current, current_accuracy)
+                        solutions.append((z, fitness))
+                        if found is None or fitness < found[0]:
+                            found = (fitness, mixing)
+                    cma.tell(solutions)
+                fitness, mixing = found
+                best.append((self._accuracy(run, x, y, mixing), fitness, mixing))
+        winner = max(range(len(best)), key=lambda i: (best[i][0], -i))
+        accuracy, fitness, mixing = best[winner]
+        update_alphas(alphas, mixing, o.alpha_step)
+        return {"sigma": sigma, "current_accuracy": current_accuracy, "best_accuracy": accuracy,
+                "best_fitness": fitness, "sampling": winner}
+
+    def _fitness(self, run, x, y, z: np.ndarray, current, current_accuracy: float):
+        rows = torch.from_numpy(z).to(torch.float32).view(2, *current["normal"].shape)
+        candidate = {k: candidate_rows(rows[i]) for i, k in enumerate(CELL_TYPES)}
+        mixing = {k: candidate_mixing(rows[i]) for i, k in enumerate(CELL_TYPES)}
+        loss, logits = run.loss_and_logits(x, y, mixing)
+        accuracy = (logits.argmax(1) == y).float().mean().item()
+        sim = similarity(current, candidate).item()
+        return compound_fitness(loss.item(), accuracy, current_accuracy, sim, self.options.similarity_weight), mixing
+
+    def _accuracy(self, run, x, y, mixing) -> float:
+        _, logits = run.loss_and_logits(x, y, mixing)
+        return (logits.argmax(1) == y).float().mean().item()

@@ -1,0 +1,148 @@
+"""random: random search (Li & Talwalkar, UAI 2019), with weight sharing or plain.
+
+weight_sharing (liamcli/randomNAS_release, searchers/random_weight_share.py and
+benchmarks/cnn/darts/darts_wrapper_discrete.py):
+
+* every minibatch trains one uniformly sampled architecture: per cell type and intermediate
+  node, 2 distinct incoming edges, each with a uniformly chosen candidate other than the zero
+  op, as one-hot mixing weights, so only the chosen candidates run;
+* after the last epoch, `samples` random architectures are scored with the shared weights on
+  the same `eval_batches` batches of the architecture part, the `top_k` best re-scored on the
+  whole architecture part, and the best of those returned.
+
+plain: `sample_genotypes(space, n, seed)` draws architectures the same way; `search` returns
+the first (seeded by the run's seed) for the caller to train.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from bionas.data.splits import generator
+from bionas.search import SearchResult
+from bionas.space import Genotype, SearchSpace, derive_genotype
+from bionas.space.blocks import num_edges
+from bionas.space.genotype import CELL_TYPES
+from bionas.training import Bar
+from bionas_search.common import EpochSearch, SearchRun, WeightTrainingOptions, score, weight_step
+
+_TRAIN, _VALID, _SELECT, _PLAIN = 21, 22, 23, 24  # random streams of this strategy
+
+
+def sample_weights(space: SearchSpace, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """One uniformly sampled architecture as one-hot mixing weights {"normal": W, "reduce": W} (CPU).
+
+    Per cell type and intermediate node i: 2 distinct sources of range(2 + i), each edge a
+    uniformly chosen non-zero candidate (weight 1); every other row is all zero.
+    """
+    allowed = [k for k in range(space.num_candidates) if not space.is_zero(k)]
+    nodes = space.spec.nodes
+    weights = {}
+    for kind in CELL_TYPES:
+        w = torch.zeros(num_edges(nodes), space.num_candidates)
+        first = 0
+        for node in range(nodes):
+            sources = torch.randperm(2 + node, generator=gen)[:2].tolist()
+            choices = torch.randint(len(allowed), (2,), generator=gen).tolist()
+            for source, choice in zip(sources, choices):
+                w[first + source, allowed[choice]] = 1.0
+            first += 2 + node
+        weights[kind] = w
+    return weights
+
+
+def sample_genotypes(space: SearchSpace | Any, n: int, seed: int) -> list[Genotype]:
+    """`n` uniformly sampled genotypes of a space (a SearchSpace, SpaceSpec or its dict), reproducible
+    from `seed`; the first k of n are the k of sample_genotypes(space, k, seed)."""
+    if not isinstance(space, SearchSpace):
+        space = SearchSpace(space)
+    gen = generator(seed, _PLAIN)
+    return [derive_genotype(space, sample_weights(space, gen)) for _ in range(n)]
+
+
+class RandomSearch(EpochSearch):
+    name = "random"
+    description = "Random search: weight sharing (one random architecture per minibatch, best of many scored) or plain."
+
+    class Options(WeightTrainingOptions):
+        mode: Literal["weight_sharing", "plain"] = Field(
+            default="weight_sharing",
+            description="weight_sharing: train the supernet on random architectures, return the best of `samples` "
+            "scored with the shared weights; plain: return one random genotype for the caller to train.",
+        )
+        epochs: int = Field(default=100, gt=0, description="Epochs of weight-sharing training "
+                            "(randomNAS_release random_weight_share.py: 100).")
+        grad_clip: float | None = Field(
+            default=1.0, gt=0, description="Gradient-norm clip (randomNAS_release run_stage1.sh, CNN: 1); null = off."
+        )
+        samples: int = Field(default=1000, gt=0, description="Architectures scored with the shared weights (1000).")
+        eval_batches: int = Field(default=10, gt=0, description="Batches of the architecture part each sample is "
+                                  "scored on, the same for every sample (randomNAS_release: 10).")
+        top_k: int = Field(default=10, gt=0, description="Best samples re-scored on the whole architecture part (10).")
+
+    def search(self, supernet, data, device, checkpoint=None, *, log=None, quiet=False, amp="auto") -> SearchResult:
+        if self.options.mode == "weight_sharing":
+            return super().search(supernet, data, device, checkpoint, log=log, quiet=quiet, amp=amp)
+        started = time.perf_counter()
+        genotype = sample_genotypes(supernet.space, 1, data.seed)[0]
+        seconds = time.perf_counter() - started
+        record = {"stage": "search", "epoch": 0, "strategy": self.name, "mode": "plain",
+                  "note": "a uniformly sampled genotype, untrained: the caller retrains it",
+                  "genotype": genotype.to_dict(), "seconds": seconds}
+        if log is not None:
+            log(record)
+        return SearchResult(genotype, [record], seconds)
+
+    def before_epoch(self, run: SearchRun, epoch: int) -> dict[str, Any]:
+        run.scratch["sampler"] = generator(run.data.seed, epoch, _TRAIN)
+        return {}
+
+    def train_step(self, run: SearchRun, epoch: int, x, y):
+        weights = sample_weights(run.supernet.space, run.scratch["sampler"])
+        return weight_step(run, run.stateful["optimizer"], x, y, self.options.grad_clip, weights)
+
+    def after_epoch(self, run: SearchRun, epoch: int) -> dict[str, Any]:
+        return {"selection": self.select(run) if epoch == self.options.epochs - 1 else None}
+
+    def validate(self, run: SearchRun, epoch: int) -> tuple[float, float]:
+        """The expected accuracy of a random architecture: each batch under its own sample."""
+        gen = generator(run.data.seed, epoch, _VALID)
+        return score(run, self.arch_eval_loader(run), lambda i: sample_weights(run.supernet.space, gen))
+
+    def select(self, run: SearchRun) -> dict[str, Any]:
+        """Score `samples` architectures on `eval_batches` batches, re-score the top_k on the whole
+        architecture part; the best (accuracy, then loss, then sample order) goes to run.extra."""
+        o, space = self.options, run.supernet.space
+        gen = generator(run.data.seed, _SELECT)
+        candidates = [sample_weights(space, gen) for _ in range(o.samples)]
+        few = list(itertools.islice(self.arch_eval_loader(run), o.eval_batches))
+        top_k = min(o.top_k, o.samples)
+        with Bar(o.samples + top_k, "random: scoring samples", run.quiet) as bar:
+            quick = []
+            for w in candidates:
+                quick.append(score(run, few, w))
+                bar.advance(1)
+            top = sorted(range(o.samples), key=lambda i: (-quick[i][1], quick[i][0], i))[:top_k]
+            full = {}
+            for i in top:
+                full[i] = score(run, self.arch_eval_loader(run), candidates[i])
+                bar.advance(1)
+        best = min(top, key=lambda i: (-full[i][1], full[i][0], i))
+        run.extra["genotype"] = derive_genotype(space, candidates[best]).to_dict()
+        return {"samples": o.samples, "sample": best, "quick_accuracy": quick[best][1],
+                "valid_loss": full[best][0], "valid_accuracy": full[best][1],
+                "top": [{"sample": i, "quick_accuracy": quick[i][1], "valid_accuracy": full[i][1]} for i in top]}
+
+    def epoch_genotype(self, run: SearchRun, epoch: int) -> Genotype | None:
+        """None until the last epoch's selection chose one."""
+        if epoch == self.options.epochs - 1:
+            return Genotype.from_dict(run.extra["genotype"], check_plugins=False)
+        return None
+
+    def epoch_alphas(self, run: SearchRun) -> None:
+        return None  # random search has no architecture weights

@@ -1,0 +1,116 @@
+"""Search strategies: registration, space defaults, tiny searches on MNIST, bit-exact resume, divergence."""
+
+import math
+
+import pytest
+import torch
+from search_support import Killed, make_supernet, mnist, run_search, tiny_data, without_times  # noqa: F401
+
+import bionas
+from bionas.checkpoint import Checkpointer
+from bionas.search import resolve_space
+from bionas.space import Genotype, Supernet
+from bionas.spec import SpaceSpec
+from bionas.training import TrainingDiverged
+
+# Each strategy at a tiny size: 2 epochs of 3 steps of 16 images.
+STRATEGIES = {
+    "darts-first": ("darts", {"epochs": 2, "batch_size": 16, "warmup_epochs": 1}),
+    "darts-second": ("darts", {"epochs": 2, "batch_size": 16, "order": "second"}),
+    "egnas": ("egnas", {"epochs": 2, "batch_size": 16, "start_epoch": 0, "population": 4, "samplings": 2,
+                        "fitness_batch_size": 16}),
+    "random": ("random", {"epochs": 2, "batch_size": 16, "samples": 6, "eval_batches": 1, "top_k": 2}),
+}
+SPACES = {"egnas": {"channels": 8}}  # its default partial channels (K = 4) need channels / K even
+RECORD_FIELDS = {"stage", "epoch", "strategy", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "lr",
+                 "alphas", "genotype", "seconds"}  # fmt: skip
+
+
+def test_the_three_strategies_are_registered_with_documented_options():
+    names = {info.name for info in bionas.list_plugins("search")}
+    assert {"darts", "egnas", "random"} <= names
+    darts = bionas.get_search("darts")
+    o = darts.options  # DARTS's search hyperparameters (REFERENCES.md)
+    assert (o.epochs, o.batch_size, o.lr, o.lr_min, o.momentum, o.weight_decay, o.grad_clip) == (
+        50, 64, 0.025, 0.001, 0.9, 3e-4, 5.0)
+    assert (o.arch_lr, o.arch_betas, o.arch_weight_decay, o.order) == (3e-4, (0.5, 0.999), 1e-3, "first")
+    e = bionas.get_search("egnas").options  # EG-NAS (Cai et al. 2024)
+    assert (e.epochs, e.batch_size, e.lr, e.population, e.samplings, e.sigma_min, e.similarity_weight,
+            e.alpha_step, e.start_epoch) == (50, 256, 0.1, 50, 3, 0.02, 0.4, 0.1, 15)
+    with pytest.raises(bionas.SpecError, match="order"):
+        bionas.get_search("darts", order="third")
+
+
+def test_partial_channels_default_to_the_strategy_s():
+    spec = SpaceSpec()
+    assert spec.partial_channels is None
+    egnas, darts = bionas.get_search("egnas"), bionas.get_search("darts")
+    assert resolve_space(spec, type(egnas)).partial_channels == 4
+    assert resolve_space(spec, type(darts)).partial_channels == 1
+    assert resolve_space(spec).partial_channels == 1
+    assert resolve_space(SpaceSpec(partial_channels=2), type(egnas)).partial_channels == 2  # a spec's value stays
+    assert spec.partial_channels is None  # a copy is returned
+
+
+@pytest.mark.parametrize("case", list(STRATEGIES))
+def test_a_search_resumed_from_its_checkpoint_repeats_the_uninterrupted_one(mnist, tmp_path, case):
+    name, options = STRATEGIES[case]
+    space = SPACES.get(name)
+    result, supernet = run_search(name, options, mnist, space=space)
+    # the tiny search: a valid genotype of the space, one full record per epoch
+    result.genotype.validate()
+    assert isinstance(result.genotype, Genotype) and len(result.genotype.normal) == 4
+    assert [r["epoch"] for r in result.history] == [0, 1] and result.seconds > 0
+    for record in result.history:
+        assert RECORD_FIELDS <= set(record) and record["strategy"] == name
+        assert math.isfinite(record["train_loss"]) and 0 <= record["valid_accuracy"] <= 1
+    assert result.history[-1]["genotype"] == result.genotype.to_dict()
+    if name != "random":
+        assert torch.tensor(result.history[-1]["alphas"]["normal"]).shape == supernet.alphas_normal.shape
+    # killed at epoch 1 (its record logged, its checkpoint not yet written), then resumed
+    checkpoint = Checkpointer(tmp_path / "search.safetensors", "search", spec={"case": case})
+    with pytest.raises(Killed):
+        run_search(name, options, mnist, checkpoint, kill_at=1, space=space)
+    assert checkpoint.load()["epoch"] == 0
+    resumed, resumed_supernet = run_search(name, options, mnist, checkpoint, space=space)
+    assert without_times(resumed.history) == without_times(result.history)
+    assert resumed.genotype == result.genotype
+    assert resumed.seconds >= resumed.history[-1]["seconds"] > 0
+    for key, value in supernet.state_dict().items():
+        assert torch.equal(value, resumed_supernet.state_dict()[key]), key
+    # a finished search resumed returns its result without training again
+    again, _ = run_search(name, options, mnist, checkpoint, space=space)
+    assert without_times(again.history) == without_times(result.history) and again.genotype == result.genotype
+
+
+def test_warmup_epochs_train_the_weights_only(mnist):
+    result, supernet = run_search("darts", {"epochs": 1, "batch_size": 16, "warmup_epochs": 1}, mnist)
+    initial = make_supernet(bionas.get_search("darts"), mnist)
+    assert result.history[0]["arch_updates"] is False
+    assert torch.equal(supernet.alphas_normal, initial.alphas_normal)
+
+
+def test_a_diverging_search_stops_and_keeps_its_last_checkpoint(mnist, tmp_path):
+    strategy = bionas.get_search("darts", epochs=3, batch_size=16)
+    supernet = make_supernet(strategy, mnist)
+    checkpoint = Checkpointer(tmp_path / "search.safetensors", "search")
+    train_epoch = strategy.train_epoch
+
+    def poisoned(run, epoch, bar):
+        if epoch == 1:
+            with torch.no_grad():
+                supernet.classifier.weight.fill_(float("nan"))
+        return train_epoch(run, epoch, bar)
+
+    strategy.train_epoch = poisoned
+    with pytest.raises(TrainingDiverged, match="epoch 1"):
+        strategy.search(supernet, tiny_data(mnist), torch.device("cpu"), checkpoint, quiet=True)
+    state = checkpoint.load()
+    assert state["epoch"] == 0 and torch.isfinite(state["supernet"]["classifier.weight"]).all()
+
+
+def test_a_supernet_built_from_an_unresolved_space_has_no_partial_channels(mnist):
+    from bionas.space import SearchSpace
+
+    net = Supernet(SearchSpace({"channels": 4, "cells": 3}), 10)
+    assert all(edge.partial_channels == 1 for cell in net.cells for edge in cell.edges)

@@ -1,0 +1,77 @@
+"""darts second order: the finite-difference unrolled gradient against autograd through the virtual step."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from search_support import make_supernet, mnist, run_search  # noqa: F401  (fixture)
+from torch.func import functional_call
+
+import bionas
+from bionas.search import SearchData
+from bionas.space import SearchSpace, Supernet
+from bionas_search.common import SearchRun, sgd
+
+XI, MOMENTUM, WEIGHT_DECAY = 0.5, 0.9, 3e-4
+
+
+@pytest.fixture
+def smooth(monkeypatch):
+    """ReLU replaced by softplus everywhere: the Hessian-vector product by finite differences converges
+    as eps^2 only where the loss is smooth (a ReLU kink within eps makes a jump of order 1 / eps)."""
+    softplus = F.softplus
+    monkeypatch.setattr(F, "relu", lambda x, inplace=False: softplus(x))
+
+
+def test_second_order_gradient_equals_autograd_through_the_virtual_step(smooth):
+    torch.manual_seed(0)
+    # smooth ops only (no max pooling); bp, so that autograd can differentiate twice
+    space = SearchSpace({"ops": ["none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3"], "rules": ["bp"],
+                         "channels": 4, "cells": 3, "nodes": 2})  # fmt: skip
+    net = Supernet(space, 10, in_channels=1).double()
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_()  # far from uniform mixing, so the second-order term is large
+    train = torch.rand(8, 1, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
+    valid = torch.rand(8, 1, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
+    darts = bionas.get_search("darts", order="second", momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    run = SearchRun(net, SearchData(None, torch.arange(1), torch.arange(1)), torch.device("cpu"), "off", True, False)
+    optimizer, _ = sgd(run, darts.options)
+    run.stateful["optimizer"] = optimizer
+    arch, names = net.arch_parameters(), [n for n, p in net.named_parameters() if not n.startswith("alphas")]
+    weights = dict(zip(names, run.weight_parameters()))
+    buffers = {n: 0.1 * torch.randn_like(w) for n, w in weights.items()}
+    for n, w in weights.items():  # momentum buffers as a previous SGD step leaves them
+        optimizer.state[w]["momentum_buffer"] = buffers[n]
+    before = {n: w.detach().clone() for n, w in weights.items()}
+
+    def loss(params, batch):
+        return F.cross_entropy(functional_call(net, params, (batch[0],)), batch[1])
+
+    # exact: d/d alpha of L_val(w - xi (momentum * buffer + dL_train/dw + wd * w), alpha), by autograd
+    grads = torch.autograd.grad(loss(weights, train), list(weights.values()), create_graph=True)
+    virtual = {n: w - XI * (MOMENTUM * buffers[n] + g + WEIGHT_DECAY * w) for (n, w), g in zip(weights.items(), grads)}
+    exact = torch.autograd.grad(loss(virtual, valid), arch)
+    first_order = torch.autograd.grad(loss({n: w.detach() for n, w in virtual.items()}, valid), arch)
+
+    fd = darts.unrolled(run, train, valid, XI)
+    coarse = darts.unrolled(run, train, valid, XI, r=0.02)
+    for e, f, c, g1 in zip(exact, fd, coarse, first_order):
+        implicit = (e - g1).norm()  # the second-order term: what the finite differences estimate
+        assert implicit > 0.1 * e.norm()
+        error, coarse_error = (f - e).norm(), (c - e).norm()
+        assert error < 1e-3 * implicit, (error, implicit)
+        assert coarse_error > 3 * error  # the error is the central difference's O(eps^2)
+    for n, w in weights.items():  # the weights are restored exactly
+        assert torch.equal(w, before[n]), n
+
+
+@pytest.mark.parametrize("arch_gradient", ["rules", "exact"])
+def test_second_order_steps_with_the_rules_that_are_not_gradients(mnist, arch_gradient):
+    # dfa (output error through the tap), hebbian (pseudo-gradient, blocked error), pc (inference)
+    space = {"rules": ["dfa", "hebbian", "pc"], "ops": ["skip_connect", "sep_conv_3x3"], "exclude": []}
+    options = {"epochs": 1, "batch_size": 16, "order": "second", "arch_gradient": arch_gradient}
+    result, supernet = run_search("darts", options, mnist, space=space, images=16)  # one step
+    initial = make_supernet(bionas.get_search("darts"), mnist, **space)
+    for before, after in zip(initial.arch_parameters(), supernet.arch_parameters()):
+        assert torch.isfinite(after).all() and not torch.equal(before, after)
+    assert set(result.genotype.rules_used()) <= {"dfa", "hebbian", "pc"}
