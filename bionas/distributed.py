@@ -94,6 +94,37 @@ def mean(value: float, device: torch.device) -> float:
     return tensor.item() / dist.get_world_size()
 
 
+def average_gradients(params) -> None:
+    """Average the gradients of `params` over the ranks (those that have one), as DDP's reducer does.
+
+    For steps DDP's reducer cannot follow: gradients of a subset of the parameters
+    (DARTS's weight and architecture steps), several backward passes per forward.
+    """
+    if not active():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def sum_over_ranks(*values: torch.Tensor | float) -> list[float]:
+    """Each value summed over the ranks (one all-reduce for all of them)."""
+    if not active():
+        return [float(v) for v in values]
+    tensor = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(()).cpu() for v in values])
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor)
+    return tensor.cpu().tolist()
+
+
 def rank_seed(seed: int, *parts: int) -> int:
     """A seed for (spec seed, rank, epoch, ...) that no other combination shares."""
     digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()

@@ -33,16 +33,20 @@ class SearchData:
     def num_classes(self) -> int:
         return self.dataset.info.num_classes
 
-    def loader(self, part: str, batch_size: int, *, train: bool = True, augment=None):
-        """Batches of one part ("weights" or "arch"); `train` shuffles (and augments by default)."""
+    def loader(self, part: str, batch_size: int, *, train: bool = True, augment=None, shard: bool = True):
+        """Batches of one part ("weights" or "arch"); `train` shuffles (and augments by default).
+
+        In a distributed run each rank gets its own shard; `shard=False` gives every rank the same batches.
+        """
         from bionas.data import make_loader
 
         if part not in ("weights", "arch"):
             raise ValueError(f"unknown search data part {part!r}; expected 'weights' or 'arch'")
         indices = self.weights_indices if part == "weights" else self.arch_indices
         seed = self.seed * 2 + (part == "arch")  # the two parts shuffle independently
+        rank, world_size = (self.rank, self.world_size) if shard else (0, 1)
         return make_loader(self.dataset, "train", batch_size, train=train, device=self.device, augment=augment,
-                           seed=seed, indices=indices, rank=self.rank, world_size=self.world_size)
+                           seed=seed, indices=indices, rank=rank, world_size=world_size)
 
     @classmethod
     def split(cls, dataset, arch_fraction: float = 0.5, **kwargs) -> SearchData:

@@ -1,5 +1,6 @@
 """One rank of a torchrun launch in tests/test_distributed.py: runs a spec with bionas.run, then writes
-what this rank's network ended training with (parameters and non-BatchNorm buffers) for the test to compare."""
+what this rank's supernet and network ended each stage with (parameters, alphas and non-BatchNorm
+buffers) for the test to compare across ranks."""
 
 import sys
 
@@ -8,20 +9,34 @@ from safetensors.torch import save_file
 import bionas.train
 from bionas.distributed import world_from_env
 from bionas.pipeline import run
+from bionas_search.common import EpochSearch
 
 captured = {}
-original = bionas.train.retrain
+SKIP = ("running_mean", "running_var", "num_batches_tracked")  # per-rank statistics between broadcasts
 
 
-def capturing_retrain(model, *args, **kwargs):
-    result = original(model, *args, **kwargs)
-    skip = ("running_mean", "running_var", "num_batches_tracked")  # per-rank statistics between broadcasts
-    captured.update({k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if not k.endswith(skip)})
+def capture(stage, model):
+    captured[stage] = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
+                       if not k.endswith(SKIP)}
+
+
+original_retrain, original_search = bionas.train.retrain, EpochSearch.search
+
+
+def retrain(model, *args, **kwargs):
+    result = original_retrain(model, *args, **kwargs)
+    capture("retrain", model)
     return result
 
 
-bionas.train.retrain = capturing_retrain
+def search(self, supernet, *args, **kwargs):
+    result = original_search(self, supernet, *args, **kwargs)
+    capture("search", supernet)
+    return result
+
+
+bionas.train.retrain, EpochSearch.search = retrain, search
 spec, out = sys.argv[1], sys.argv[2]
 run(spec, quiet=True)
-if captured:
-    save_file(captured, f"{out}/rank{world_from_env().rank}.safetensors")
+for stage, tensors in captured.items():
+    save_file(tensors, f"{out}/{stage}-rank{world_from_env().rank}.safetensors")

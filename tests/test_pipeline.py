@@ -144,25 +144,45 @@ def test_ctrl_c_exits_cleanly_with_how_to_resume(tmp_path, monkeypatch):
     assert [r["epoch"] for r in metrics(resumed.run_dir) if r["stage"] == "retrain"] == [0, 1, 2]
 
 
-def test_sigkill_during_retraining_then_resume_equals_an_uninterrupted_run(tmp_path):
-    reference = run(tiny_spec(tmp_path / "a"), quiet=True)
-    spec_path = tmp_path / "b.yaml"
-    spec = tiny_spec(tmp_path / "b")
-    spec_path.write_text(yaml.safe_dump(spec))
-    run_dir = tmp_path / "b" / "run"
-    # One thread like this test process (conftest): the float summation order then matches bit for bit.
-    process = subprocess.Popen([sys.executable, "-m", "bionas", "run", str(spec_path), "--quiet"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    checkpoint = run_dir / "checkpoints" / "retrain.safetensors"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+def search_spec(tmp_path):
+    """A 3-epoch darts search over a small mixed-rule space, then the tiny retrain."""
+    return tiny_spec(tmp_path, genotype=None,
+                     space={"ops": ["max_pool_3x3", "skip_connect", "sep_conv_3x3"], "rules": ["usf", "fa"],
+                            "channels": 4, "cells": 3},
+                     search={"name": "darts", "options": {"epochs": 3, "batch_size": 32}})
+
+
+def kill_when(process, path, deadline):
+    while not path.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert load_state(checkpoint)[1]["epoch"] < 2 and not (run_dir / "results.json").exists()  # killed mid-retrain
+
+
+def test_sigkill_during_search_and_retraining_then_resume_equals_an_uninterrupted_run(tmp_path):
+    reference = run(search_spec(tmp_path / "a"), quiet=True)
+    spec = search_spec(tmp_path / "b")
+    spec_path = tmp_path / "b" / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "b" / "run"
+    # One thread like this test process (conftest): the float summation order then matches bit for bit.
+    command = [sys.executable, "-m", "bionas", "run", str(spec_path), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    deadline = time.time() + 300
+
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    kill_when(first, run_dir / "checkpoints" / "search.safetensors", deadline)
+    assert load_state(run_dir / "checkpoints" / "search.safetensors")[1]["epoch"] < 2  # killed mid-search
+    assert not (run_dir / "genotype.json").exists()
+
+    second = subprocess.Popen(command + ["--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    kill_when(second, run_dir / "checkpoints" / "retrain.safetensors", deadline)
+    assert load_state(run_dir / "checkpoints" / "retrain.safetensors")[1]["epoch"] < 2  # killed mid-retrain
+    assert not (run_dir / "results.json").exists()
+
     resumed = run(spec, resume=True, quiet=True)
+    assert resumed.genotype == reference.genotype
     assert without_timing(metrics(resumed.run_dir)) == without_timing(metrics(reference.run_dir))
     assert resumed.test_accuracy == reference.test_accuracy
     a, _ = load_network(reference.run_dir / "model.safetensors")

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from bionas import distributed
 from bionas.checkpoint import load_model_state
 from bionas.plugin import PluginOptions
 from bionas.search import SearchData, SearchResult, SearchStrategy
@@ -106,9 +107,10 @@ class Meter:
         self.count += n
 
     def read(self) -> tuple[float, float]:
-        """(mean loss, accuracy): one host-device sync."""
-        count = max(self.count, 1)
-        return self.loss.item() / count, self.correct.item() / count
+        """(mean loss, accuracy) over every rank's batches: one host-device sync (and one all-reduce)."""
+        loss, correct, count = distributed.sum_over_ranks(self.loss, self.correct, self.count)
+        count = max(count, 1)
+        return loss / count, correct / count
 
     def status(self, step: int, stage: str, epoch: int) -> str | None:
         """Every LOG_EVERY steps: read, check for divergence, and give the bar's status text."""
@@ -138,6 +140,7 @@ def weight_step(run: SearchRun, optimizer, x, y, grad_clip: float | None, weight
     loss, logits = run.loss_and_logits(x, y, weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward(inputs=params)
+    distributed.average_gradients(params)  # data-parallel: every rank takes the same step
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()

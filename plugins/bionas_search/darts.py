@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from bionas import distributed
 from bionas.rules import exact_gradients
 from bionas_search.common import EpochSearch, SearchRun, WeightTrainingOptions, batches, weight_step
 
@@ -137,6 +138,8 @@ class Darts(EpochSearch):
                 grads = self.unrolled(run, train_batch, valid_batch, lr)
                 for a, g in zip(arch, grads):
                     a.grad = g
+        # Data-parallel: the mean over the ranks' batches (second order: of each rank's unrolled gradient).
+        distributed.average_gradients(arch)
         arch_optimizer.step()
 
     def unrolled(self, run: SearchRun, train_batch, valid_batch, xi: float, r: float = HVP_R) -> list[torch.Tensor]:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from bionas import distributed
 from bionas.data.splits import derive_seed, generator
 from bionas.space.genotype import CELL_TYPES
 from bionas.training import eval_mode
@@ -99,7 +100,8 @@ class EGNAS(EpochSearch):
 
     def prepare(self, run: SearchRun) -> None:
         super().prepare(run)
-        run.loaders["fitness"] = run.data.loader("arch", self.options.fitness_batch_size, augment=False)
+        # Every rank scores candidates on the same batch (the population is spread over the ranks).
+        run.loaders["fitness"] = run.data.loader("arch", self.options.fitness_batch_size, augment=False, shard=False)
 
     def before_epoch(self, run: SearchRun, epoch: int) -> dict[str, Any]:
         return {"evolution": self.evolve(run, epoch) if epoch >= self.options.start_epoch else None}
@@ -120,7 +122,7 @@ class EGNAS(EpochSearch):
         current = {k: F.softmax(a.float(), dim=-1).cpu() for k, a in alphas.items()}
         shape = current["normal"].shape
         with eval_mode(supernet):
-            current_accuracy = self._accuracy(run, x, y, None)
+            current_accuracy = distributed.broadcast(self._accuracy(run, x, y, None))
             noise = torch.randn(2, *shape, generator=generator(seed, epoch, _NOISE), dtype=torch.float64)
             mean = (torch.stack([current[k].double() for k in CELL_TYPES]) + MEAN_NOISE * noise).flatten()
             sigma = max(1.0 / (epoch + 1), o.sigma_min)
@@ -130,21 +132,31 @@ class EGNAS(EpochSearch):
                           seed=derive_seed(seed, epoch, sampling, _CMA) % 2**32)
                 found = None
                 for _ in range(o.generations):
-                    solutions = []
-                    for _ in range(o.population):
-                        z = cma.ask()
-                        fitness, mixing = self._fitness(run, x, y, z, current, current_accuracy)
-                        solutions.append((z, fitness))
+                    asked = [cma.ask() for _ in range(o.population)]  # the same on every rank (same seed)
+                    fitness_of = self._population_fitness(run, x, y, asked, current, current_accuracy)
+                    solutions = list(zip(asked, fitness_of))
+                    for z, fitness in solutions:
                         if found is None or fitness < found[0]:
-                            found = (fitness, mixing)
+                            found = (fitness, z)
                     cma.tell(solutions)
-                fitness, mixing = found
+                fitness, z = found
+                _, mixing = self._fitness(run, x, y, z, current, current_accuracy)
                 best.append((self._accuracy(run, x, y, mixing), fitness, mixing))
-        winner = max(range(len(best)), key=lambda i: (best[i][0], -i))
-        accuracy, fitness, mixing = best[winner]
+        # Rank 0's scores decide, so every rank applies the same update to its alphas.
+        accuracy_of = distributed.broadcast([b[0] for b in best])
+        winner = max(range(len(best)), key=lambda i: (accuracy_of[i], -i))
+        accuracy, fitness, mixing = accuracy_of[winner], best[winner][1], best[winner][2]
         update_alphas(alphas, mixing, o.alpha_step)
         return {"sigma": sigma, "current_accuracy": current_accuracy, "best_accuracy": accuracy,
                 "best_fitness": fitness, "sampling": winner}
+
+    def _population_fitness(self, run, x, y, population: list[np.ndarray], current, current_accuracy: float):
+        """The fitness of every candidate; in a distributed run each rank scores every world_size-th one."""
+        rank, world_size = run.data.rank, run.data.world_size
+        mine = {i: self._fitness(run, x, y, z, current, current_accuracy)[0]
+                for i, z in enumerate(population) if i % world_size == rank}
+        scored = {i: f for part in distributed.gather(mine) for i, f in part.items()}
+        return [scored[i] for i in range(len(population))]
 
     def _fitness(self, run, x, y, z: np.ndarray, current, current_accuracy: float):
         rows = torch.from_numpy(z).to(torch.float32).view(2, *current["normal"].shape)
