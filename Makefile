@@ -21,8 +21,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# A fresh run directory each time, so `make run` always runs the whole pipeline.
 run: install
-	$(BIN)/bionas run $(SPEC)
+	$(BIN)/bionas run $(SPEC) --out runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: install-dev
 	$(BIN)/python -m pytest

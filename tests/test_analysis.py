@@ -1,29 +1,31 @@
 """`bionas analyze gradvar | random-rules | alignment` on a tiny finished run."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from bionas.cli import build_app
 from bionas.pipeline import run
-from bionas.space import BIONAS_DARTS
+from bionas.spec import load_spec
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
 
 
+QUICKSTART = Path(__file__).parents[1] / "examples" / "quickstart.yaml"
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("analysis")
-    BIONAS_DARTS.save(root / "genotype.json")
-    spec = {
-        "name": "tiny", "dataset": "digits", "genotype": str(root / "genotype.json"),
-        "space": {"rules": ["usf", "fa"]},
-        "retrain": {"epochs": 2, "batch_size": 64, "channels": 4, "cells": 2, "cutout": 0, "auxiliary": False},
-        "evaluation": {"attacks": []},
-    }
-    return run(spec, root / "run", quiet=True).run_dir
+    """The quickstart's run on a smaller budget: 1,500 training digits, 1 search epoch, 2 retrain epochs, no attacks."""
+    spec = load_spec(QUICKSTART).to_dict()
+    spec["dataset"]["options"]["test_size"] = 3000
+    spec["search"]["options"]["epochs"] = 1
+    spec["retrain"]["epochs"] = 2
+    spec["evaluation"]["attacks"] = []
+    return run(spec, tmp_path_factory.mktemp("analysis") / "run", quiet=True).run_dir
 
 
 def test_gradvar_compares_searched_and_single_rules(finished_run):
@@ -31,7 +33,7 @@ def test_gradvar_compares_searched_and_single_rules(finished_run):
     assert result.exit_code == 0, result.output
     data = json.loads((finished_run / "analysis" / "gradvar.json").read_text())
     assert set(data["points"]) == {"init", "trained"}
-    assert set(data["points"]["trained"]) == {"searched", "all usf", "all fa"}
+    assert set(data["points"]["trained"]) == {"searched", "all usf", "all frsf", "all fa"}
     network = data["points"]["init"]["all fa"]["network"]
     assert network["ratio"] > 0 and network["numel"] > 0
     # Same weights and batches: the classifier learns by bp in every variant with nothing above it, so its
@@ -49,7 +51,7 @@ def test_random_rules_retrains_samples_beside_the_searched_rules(finished_run):
     assert result.exit_code == 0, result.output
     data = json.loads((finished_run / "analysis" / "random-rules.json").read_text())
     assert [r["assignment"] for r in data["rows"]] == ["searched", "random-00", "random-01"]
-    assert all(set(r["rules"]) <= {"usf", "fa", "bp"} for r in data["rows"][1:])  # drawn from space.rules
+    assert all(set(r["rules"]) <= {"usf", "frsf", "fa", "bp"} for r in data["rows"][1:])  # drawn from space.rules
     assert data["rows"][1]["genotype"] != data["rows"][2]["genotype"]  # seeded draws differ
     assert data["summary"]["random_mean"] is not None
     assert "## Random rule assignments" in (finished_run / "report.md").read_text()
@@ -63,7 +65,7 @@ def test_alignment_plots_what_the_retrain_logged(finished_run):
     assert result.exit_code == 0, result.output
     data = json.loads((finished_run / "analysis" / "alignment.json").read_text())
     layer = next(iter(data["layers"].values()))
-    assert layer["rule"] in {"usf", "frsf"} and layer["epochs"] == [0, 1]
+    assert layer["rule"] in {"usf", "frsf", "fa"} and layer["epochs"] == [0, 1]
     assert all(0 <= angle <= 90 for angle in layer["angle"])
     assert (finished_run / "analysis" / "alignment.png").exists()
 
