@@ -21,3 +21,14 @@ def test_every_hookspec_is_documented_in_the_authoring_guide():
 def test_spec_reference_is_up_to_date():
     render = runpy.run_path(str(DOCS / "generate_spec_reference.py"))["render"]
     assert (DOCS / "spec.md").read_text() == render(), "run: python docs/generate_spec_reference.py"
+
+
+def test_the_readme_python_example_runs():
+    """Everything of the README's example but the full pipeline run (the quickstart, minutes long)."""
+    readme = (DOCS.parent / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.split("# The whole pipeline", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    adversarial, images = namespace["adversarial"], namespace["images"]
+    assert adversarial.shape == images.shape and (adversarial - images).abs().max() <= 8 / 255 + 1e-6
