@@ -1,6 +1,9 @@
-"""The run's plots (matplotlib, Agg): training curves and architecture-weight heatmaps.
+"""The run's plots: the figure helpers every plot of bionas uses, training curves, alpha heatmaps.
 
-The genotype drawing is Genotype.draw and the robustness curve RobustnessReport.plot.
+Figures are bare matplotlib Figures saved through the Agg canvas: pyplot's global
+state and backend are never touched, so plotting works headless and inside notebooks.
+The genotype drawing is Genotype.draw; the robustness curve RobustnessReport.plot;
+the analyses' plots live in bionas.analysis.
 """
 
 from __future__ import annotations
@@ -8,10 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7, 4.5)):
+    """(figure, 2-D array of axes)."""
+    fig = Figure(figsize=size)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    return path
 
 
 def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
@@ -19,7 +33,7 @@ def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
     stages = [s for s in ("search", "surrogate", "retrain") if any(r.get("stage") == s for r in records)]
     if not stages:
         return None
-    fig, axes = plt.subplots(len(stages), 2, figsize=(10, 3.2 * len(stages)), squeeze=False)
+    fig, axes = figure(len(stages), 2, (10, 3.2 * len(stages)))
     for row, stage in zip(axes, stages):
         stage_records = [r for r in records if r.get("stage") == stage]
         epochs = [r["epoch"] + 1 for r in stage_records]
@@ -33,23 +47,17 @@ def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
             ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def alpha_heatmaps(alphas: dict[str, list[list[float]]], labels: list[str], path: Path) -> Path:
     """The mixing weights (softmax of alpha) of every edge over every candidate, normal and reduce cells."""
     kinds = [k for k in ("normal", "reduce") if k in alphas]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(0.45 * len(labels) * len(kinds) + 3, 5.5), squeeze=False)
+    fig, axes = figure(1, len(kinds), (0.45 * len(labels) * len(kinds) + 3, 5.5))
     for ax, kind in zip(axes[0], kinds):
         image = ax.imshow(alphas[kind], aspect="auto", cmap="viridis")
         ax.set_title(f"{kind} cell: mixing weights")
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         ax.set_ylabel("edge")
         fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

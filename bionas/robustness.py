@@ -229,14 +229,10 @@ class RobustnessReport:
 
     def plot(self, path: str | Path) -> Path:
         """PNG: robust accuracy against eps per attack; budgets other than eps as horizontal lines."""
-        import matplotlib
+        from bionas.plots import figure, save
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, axes = figure(size=(7, 4.5))
+        ax = axes[0, 0]
         ax.axhline(100 * self.clean_accuracy, color="black", linestyle=":", linewidth=1, label="clean")
         curves: dict[tuple[str, str], list[RobustnessRow]] = {}
         for row in self.rows:
@@ -264,10 +260,7 @@ class RobustnessReport:
         ax.set_title(f"{self.model}: {self.points} points")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        return save(fig, path, dpi=120)
 
 
 # -- inputs --------------------------------------------------------------------------------------

@@ -40,16 +40,15 @@ def alignment_series(records: list[dict[str, Any]], stage: str = "retrain") -> d
 
 def plot_alignment(series: dict[str, dict[str, Any]], path: Path) -> Path:
     """Angle and norm ratio against epoch: one thin line per layer, one colour per rule, the rule mean bold."""
-    import matplotlib
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from bionas.plots import figure, save
 
     rules = sorted({entry["rule"] for entry in series.values()})
-    colours = dict(zip(rules, plt.get_cmap("tab10").colors))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, title in ((axes[0], "angle", "angle between feedback and weight (deg)"),
-                           (axes[1], "ratio", "|B| / |W|")):
+    colours = dict(zip(rules, colormaps["tab10"].colors))
+    fig, axes = figure(1, 2, (11, 4))
+    for ax, key, title in ((axes[0, 0], "angle", "angle between feedback and weight (deg)"),
+                           (axes[0, 1], "ratio", "|B| / |W|")):
         for rule in rules:
             entries = [e for e in series.values() if e["rule"] == rule and any(v is not None for v in e[key])]
             for entry in entries:
@@ -63,7 +62,4 @@ def plot_alignment(series: dict[str, dict[str, Any]], path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

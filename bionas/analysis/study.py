@@ -17,6 +17,7 @@ from bionas.analysis.alignment import alignment_series, plot_alignment
 from bionas.analysis.gradvar import layer_moments, summarise
 from bionas.checkpoint import Checkpointer, load_state
 from bionas.errors import BionasError
+from bionas.plots import figure, save
 from bionas.pipeline import build_network, load_network, network_config, replace_rules
 from bionas.registry import get_dataset
 from bionas.rundir import RunDir, read_json, write_json
@@ -111,13 +112,8 @@ def gradvar_markdown(results: dict[str, Any]) -> str:
 
 
 def plot_gradvar(results: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points = list(results["points"])
-    fig, axes = plt.subplots(1, len(points), figsize=(6 * len(points), 4.2), squeeze=False)
+    fig, axes = figure(1, len(points), (6 * len(points), 4.2))
     for ax, point in zip(axes[0], points):
         for label, entry in results["points"][point].items():
             layers = entry["layers"]
@@ -128,10 +124,7 @@ def plot_gradvar(results: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel("layer (network order)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 # -- random rule assignments ---------------------------------------------------------------------
@@ -223,24 +216,17 @@ def random_rules_markdown(results: dict[str, Any]) -> str:
 
 
 def plot_random_rules(results: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     randoms = [r["test_accuracy"] * 100 for r in results["rows"] if r["assignment"] != "searched"]
     searched = next(r["test_accuracy"] * 100 for r in results["rows"] if r["assignment"] == "searched")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, axes = figure(size=(6, 3.5))
+    ax = axes[0, 0]
     ax.scatter(randoms, [0] * len(randoms), alpha=0.7, label="random rule assignments")
     ax.axvline(searched, color="red", linewidth=2, label="searched assignment")
     ax.set_yticks([])
     ax.set_xlabel("test accuracy (%)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 # -- alignment -----------------------------------------------------------------------------------
