@@ -8,6 +8,7 @@
       checkpoints/         <stage>.safetensors: resumable training state
       model.safetensors    the retrained network selected on validation
       results.json         test accuracy, robustness table
+      stages.json          finished stages, with the hash of the spec fields each depends on
       report.md, *.png     the report and its plots
 
 Every file loads with json or safetensors alone.
@@ -25,9 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from bionas.errors import BionasError
-
-STAGES = ("search", "retrain", "test", "attacks", "report")
-
 
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON write (temp file + rename)."""
@@ -113,7 +111,7 @@ class MetricsLog:
 
 
 class RunDir:
-    """Paths of one run directory and the markers of the stages it has finished."""
+    """Paths of one run directory."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -136,12 +134,3 @@ class RunDir:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BionasError(f"cannot create run directory {self.root}: {exc.strerror or exc}") from None
-
-    def stages_done(self) -> list[str]:
-        done = self.path("stages.json")
-        return read_json(done)["done"] if done.exists() else []
-
-    def mark_done(self, stage: str) -> None:
-        done = self.stages_done()
-        if stage not in done:
-            write_json(self.path("stages.json"), {"done": [*done, stage]})

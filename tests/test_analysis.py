@@ -51,7 +51,8 @@ def test_random_rules_retrains_samples_beside_the_searched_rules(finished_run):
     assert result.exit_code == 0, result.output
     data = json.loads((finished_run / "analysis" / "random-rules.json").read_text())
     assert [r["assignment"] for r in data["rows"]] == ["searched", "random-00", "random-01"]
-    assert all(set(r["rules"]) <= {"usf", "frsf", "fa", "bp"} for r in data["rows"][1:])  # drawn from space.rules
+    assert all(set(r["rules"]) <= {"usf", "frsf", "fa", "free"} for r in data["rows"][1:])  # drawn from space.rules
+    assert sum(data["rows"][1]["rules"].values()) == 16  # every kept edge of both cells counted
     assert data["rows"][1]["genotype"] != data["rows"][2]["genotype"]  # seeded draws differ
     assert data["summary"]["random_mean"] is not None
     assert "## Random rule assignments" in (finished_run / "report.md").read_text()

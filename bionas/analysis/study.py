@@ -174,7 +174,7 @@ def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = No
                                                                    "network": run.config})
         best, _ = load_network(root / f"{label}.safetensors", run.device)
         _, test_accuracy = evaluate_accuracy(best, test_loader, run.device, run.spec.runtime.amp)
-        rows.append({"assignment": label, "rules": sorted(genotype.rules_used()),
+        rows.append({"assignment": label, "rules": genotype.rule_counts(),
                      "val_accuracy": trained.best_val_accuracy, "test_accuracy": test_accuracy,
                      "genotype": genotype.to_dict()})
     results = {"samples": samples, "epochs": recipe.epochs, "seed": seed, "rows": rows}
@@ -203,9 +203,10 @@ def random_rules_markdown(results: dict[str, Any]) -> str:
     lines = ["## Random rule assignments", "",
              f"The searched operations retrained {results['epochs']} epochs with {results['samples']} random rule "
              f"assignments (seed {results['seed']}) and with the searched one, same recipe and budget.", "",
-             "| assignment | rules | val acc | test acc |", "|---|---|---|---|"]
+             "| assignment | kept edges per rule | val acc | test acc |", "|---|---|---|---|"]
     for row in results["rows"]:
-        lines.append(f"| {row['assignment']} | {', '.join(row['rules'])} | {row['val_accuracy']:.2%} | "
+        rules = ", ".join(f"{name} {n}" for name, n in row["rules"].items())
+        lines.append(f"| {row['assignment']} | {rules} | {row['val_accuracy']:.2%} | "
                      f"{row['test_accuracy']:.2%} |")
     if s["random_mean"] is not None:
         spread = f" ± {s['random_std']:.2%}" if s["random_std"] is not None else ""

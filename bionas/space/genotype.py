@@ -15,6 +15,7 @@ from the defaults; a parameter-free op has rule null.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,11 @@ class Genotype:
         """Rule names of the searched edges, in first-use order."""
         names = [rule_name(e.rule) for c in CELL_TYPES for e in getattr(self, c) if e.rule is not None]
         return list(dict.fromkeys(names))
+
+    def rule_counts(self) -> dict[str, int]:
+        """Kept edges per rule over both cells, parameter-free ops as "free"; most used first."""
+        counts = Counter("free" if e.rule is None else rule_name(e.rule) for c in CELL_TYPES for e in getattr(self, c))
+        return dict(counts.most_common())
 
     # -- display ---------------------------------------------------------------------------------
 

@@ -23,7 +23,6 @@ uninterrupted one does (CPU, same seed).
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,6 @@ from bionas.checkpoint import load_model_state
 from bionas.plugin import PluginOptions
 from bionas.search import SearchData, SearchResult, SearchStrategy
 from bionas.space import Genotype
-from bionas.space.blocks import rule_name
 from bionas.space.genotype import CELL_TYPES
 from bionas.training import Bar, autocast, check_finite, eval_mode
 
@@ -179,9 +177,7 @@ def softmax_alphas(supernet) -> dict[str, list[list[float]]]:
 
 def genotype_summary(genotype: Genotype) -> str:
     """Counts of the rules on the kept edges of both cells, parameter-free ops as 'free': `usf 5 fa 3 free 8`."""
-    counts = Counter("free" if e.rule is None else rule_name(e.rule) for kind in CELL_TYPES
-                     for e in getattr(genotype, kind))
-    return " ".join(f"{name} {n}" for name, n in counts.most_common())
+    return " ".join(f"{name} {n}" for name, n in genotype.rule_counts().items())
 
 
 class EpochSearch(SearchStrategy):
