@@ -165,7 +165,7 @@ class Pipeline:
         if not self.main:
             return
         if not checkpoint.exists():
-            self.dir.metrics.truncate(stage, after_epoch=-1)
+            self.dir.metrics.truncate(stage)
             return
         _, meta = load_state(checkpoint.path)
         self.dir.metrics.truncate(stage, after_epoch=meta["epoch"])
@@ -332,6 +332,7 @@ class Pipeline:
         loader = make_loader(self.dataset, "test", self.spec.evaluation.batch_size, train=False, device=self.device)
         loss, accuracy = evaluate_accuracy(model, loader, self.device, self.spec.runtime.amp)
         self.result.test_accuracy = accuracy
+        self.dir.metrics.truncate("test")  # a resumed run tests again: one record
         self.log({"stage": "test", "test_loss": loss, "test_accuracy": accuracy,
                   "best_epoch": self.result.best_epoch})
         self.console.print(f"test: accuracy {accuracy:.2%} (network of epoch {self.result.best_epoch + 1}, "

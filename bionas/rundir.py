@@ -102,9 +102,14 @@ class MetricsLog:
         lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
         return [r for r in lines if stage is None or r.get("stage") == stage]
 
-    def truncate(self, stage: str, after_epoch: int) -> None:
-        """Forget records a killed run wrote after its last checkpoint (they will be written again)."""
-        keep = [r for r in self.records() if not (r.get("stage") == stage and r.get("epoch", -1) > after_epoch)]
+    def truncate(self, stage: str, after_epoch: int | None = None) -> None:
+        """Forget records a killed run wrote after its last checkpoint (they will be written again);
+        with `after_epoch` None, every record of the stage."""
+
+        def dropped(r: dict[str, Any]) -> bool:
+            return r.get("stage") == stage and (after_epoch is None or r.get("epoch", -1) > after_epoch)
+
+        keep = [r for r in self.records() if not dropped(r)]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in keep))
         os.replace(tmp, self.path)

@@ -112,6 +112,7 @@ def test_resumed_finished_run_reuses_its_stages_and_redoes_changed_attacks(tmp_p
     spec["evaluation"]["attacks"] = [{"name": "fgsm", "eps": [0.2]}]
     second = run(spec, resume=True, quiet=True)
     assert second.test_accuracy == first.test_accuracy
+    assert [r["stage"] for r in metrics(second.run_dir)].count("test") == 1
     assert [row.eps for row in second.robustness.rows] == [0.2]
 
 
