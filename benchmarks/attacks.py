@@ -51,10 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
 
-    images, labels = mnist()
-    model = train(mlp(0), images[:4000], labels[:4000], epochs=3).to(device)
-    surrogate = train(mlp(1), images[:4000], labels[:4000], epochs=3, seed=1).to(device)
-    x, y = images[4000:].to(device), labels[4000:].to(device)
+    train_x, train_y, test_x, test_y = mnist()
+    model = train(mlp(0), train_x, train_y, epochs=3).to(device)
+    surrogate = train(mlp(1), train_x, train_y, epochs=3, seed=1).to(device)
+    x, y = test_x.to(device), test_y.to(device)
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     x, y = x[correct][: args.batch], y[correct][: args.batch]

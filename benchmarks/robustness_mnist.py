@@ -42,8 +42,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "robustness_mnist")
     args = parser.parse_args()
 
-    images, labels = mnist()
-    train_x, train_y, test_x, test_y = images[:4000], labels[:4000], images[4000:], labels[4000:]
+    train_x, train_y, test_x, test_y = mnist()
     start = time.perf_counter()
     networks = {"bp": train(mlp(0), train_x, train_y), "fa": train(mlp(0, "fa"), train_x, train_y)}
     surrogate = train(mlp(1), train_x, train_y, seed=1)

