@@ -117,7 +117,7 @@ class SpaceSpec(Section):
         default=None,
         ge=1,
         description="PC-DARTS K: 1/K of the channels go through the mixed op (1 = off); null = the search "
-        "strategy's default (egnas: 4, others: 1).",
+        "strategy's default (egnas: 4, others: 1). channels / K must be a whole, even number.",
     )
     edge_normalization: bool = Field(default=False, description="PC-DARTS edge normalization (beta weights).")
 
@@ -362,7 +362,22 @@ def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
             registry.get_class("op", op)
         except PluginError as exc:
             errors.append(f"space.ops[{i}]: {exc}")
+    if spec.search is not None and spec.search.name in registry.names("search"):
+        from bionas.search import resolve_space
+
+        space = resolve_space(spec.space, registry.get_class("search", spec.search.name))
+        errors += partial_channel_errors(space.channels, space.partial_channels)
     return errors
+
+
+def partial_channel_errors(channels: int, partial_channels: int) -> list[str]:
+    """A mixed edge gets channels / partial_channels channels, and FactorizedReduce splits those
+    in two halves: the share must be a whole, even number or a channel would be lost."""
+    share = channels / partial_channels
+    if share.is_integer() and int(share) % 2 == 0:
+        return []
+    return [f"space.channels: {channels} channels with partial_channels {partial_channels} give {share:g} "
+            "channels per mixed edge; it must be a whole, even number"]
 
 
 # -- JSON schema ---------------------------------------------------------------------------------

@@ -171,3 +171,12 @@ def test_a_supernet_step_on_mnist_reduces_the_loss(rules, mnist_tensors):
         optimizer.step()
         losses.append(loss.item())
     assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.1, losses
+
+
+@pytest.mark.parametrize("channels, k", [(4, 4), (6, 4), (6, 2)])
+def test_partial_channels_must_leave_an_even_share_per_edge(channels, k):
+    from bionas.errors import SpecError
+
+    space = SearchSpace({**TINY, "channels": channels, "partial_channels": k})
+    with pytest.raises(SpecError, match=r"space.channels: .* must be a whole, even number"):
+        Supernet(space, 10, in_channels=1)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bionas.errors import SpecError
 from bionas.rules import OutputTap
 from bionas.space.blocks import (
     FactorizedReduce,
@@ -184,8 +185,10 @@ class Supernet(nn.Module):
         self.nodes = spec.nodes
         self.edge_normalization = spec.edge_normalization
         k = spec.partial_channels or 1  # None: no strategy filled it in (bionas.search.resolve_space)
-        if spec.channels % k:
-            raise ValueError(f"channels ({spec.channels}) must be a multiple of partial_channels ({k})")
+        from bionas.spec import partial_channel_errors  # lazily: bionas.spec imports the registry
+
+        if errors := partial_channel_errors(spec.channels, k):
+            raise SpecError(errors)
         self.normalize = Normalize(in_channels, mean, std)
         c_stem = spec.stem_multiplier * spec.channels
         stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
