@@ -126,6 +126,11 @@ class Attack(Plugin):
     def budget_value(self) -> Any:
         return getattr(self.options, self.budget) if self.budget else None
 
+    @property
+    def seed(self) -> int:
+        """The attack's own seed option (0 when it has none); mixed into every run's seed."""
+        return getattr(self.options, "seed", 0)
+
     def with_options(self, **changes: Any) -> Attack:
         """A copy with some options changed (validated); other attributes (a surrogate) are kept."""
         new = copy.copy(self)
@@ -144,7 +149,7 @@ class Attack(Plugin):
         """Attack a batch; returns an AttackResult. `seed` overrides the `seed` option."""
         check_batch(images, labels)
         if seed is None:
-            seed = getattr(self.options, "seed", 0)
+            seed = self.seed
         x = images.detach().clone()
         y = labels.detach().to(images.device)
         with model_mode(model):
@@ -251,7 +256,8 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(len(t), -1)
 
 
-def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`values` (one per image) shaped to broadcast against `like` (N x ...)."""
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -268,7 +274,7 @@ def normalized(grad: torch.Tensor, norm: str) -> torch.Tensor:
     """The steepest-ascent direction of unit size: sign for linf, grad / |grad|_2 for l2."""
     if norm == "linf":
         return grad.sign()
-    return grad / _per_image(lp_norm(grad, "l2").clamp_min(1e-12), grad)
+    return grad / per_image(lp_norm(grad, "l2").clamp_min(1e-12), grad)
 
 
 def project(images: torch.Tensor, adversarial: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
@@ -278,7 +284,7 @@ def project(images: torch.Tensor, adversarial: torch.Tensor, eps: float, norm: s
         delta = delta.clamp(-eps, eps)
     else:
         scale = (eps / lp_norm(delta, "l2").clamp_min(1e-12)).clamp(max=1.0)
-        delta = delta * _per_image(scale, delta)
+        delta = delta * per_image(scale, delta)
     return (images + delta).clamp(0.0, 1.0)
 
 
@@ -291,7 +297,7 @@ def random_start(images: torch.Tensor, eps: float, norm: str, generator: torch.G
     direction = normalized(direction, "l2")
     u = torch.rand(len(images), generator=generator, device=images.device, dtype=images.dtype)
     radius = eps * u ** (1.0 / images[0].numel())
-    return project(images, images + direction * _per_image(radius, images), eps, norm)
+    return project(images, images + direction * per_image(radius, images), eps, norm)
 
 
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:

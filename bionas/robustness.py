@@ -37,6 +37,7 @@ from torch import nn
 from bionas.__about__ import __version__
 from bionas.attacks import RULE_GRADIENT_NOTE, Attack, AttackError, model_mode, predict
 from bionas.errors import BionasError
+from bionas.training import resolve_device
 
 AttackItem = Any  # Attack | name | (name, options) | AttackSpec | {"name", "options", "eps"}
 
@@ -55,10 +56,8 @@ class Target:
 
 def load_target(path: str | Path) -> Target:
     """The model of a run directory (its model.safetensors) or of a saved network file, and its test split."""
-    from bionas.pipeline import load_run_target
+    from bionas.pipeline import load_run_target  # raises "no trained network at ..." for a missing path
 
-    if not Path(path).exists():
-        raise BionasError(f"no checkpoint or run directory at {path}")
     return load_run_target(path)
 
 
@@ -392,9 +391,8 @@ def evaluate_robustness(
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-    elif device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    else:
+        device = resolve_device(str(device))
     model.to(device)
     rows = []
     with model_mode(model):
@@ -425,12 +423,11 @@ def _attack_row(model, attack: Attack, data: _Points, correct, clean, device, se
     robust = torch.zeros_like(correct)
     work_sum, attacked, offset = 0.0, 0, 0
     start = time.perf_counter()
-    attack_seed = getattr(attack.options, "seed", 0)
     for batch, (x, y) in enumerate(data.batches()):
         chosen = correct[offset : offset + len(x)].nonzero().squeeze(1)
         if len(chosen):
             xs, ys = x[chosen].to(device), y[chosen].to(device)
-            result = attack.run(model, xs, ys, seed=derive_seed(seed, attack_seed, batch))
+            result = attack.run(model, xs, ys, seed=derive_seed(seed, attack.seed, batch))
             attack.check_result(xs, result.adversarial)
             robust[offset + chosen] = _correct(model, result.adversarial, ys)
             work_sum += float(result.work.sum())

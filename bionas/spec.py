@@ -117,7 +117,7 @@ class SpaceSpec(Section):
         default=None,
         ge=1,
         description="PC-DARTS K: 1/K of the channels go through the mixed op (1 = off); null = the search "
-        "strategy's default (egnas: 4, others: 1). channels / K must be a whole, even number.",
+        "strategy's default (egnas: 4, others: 1). channels must be a multiple of K.",
     )
     edge_normalization: bool = Field(default=False, description="PC-DARTS edge normalization (beta weights).")
 
@@ -371,13 +371,11 @@ def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
 
 
 def partial_channel_errors(channels: int, partial_channels: int) -> list[str]:
-    """A mixed edge gets channels / partial_channels channels, and FactorizedReduce splits those
-    in two halves: the share must be a whole, even number or a channel would be lost."""
-    share = channels / partial_channels
-    if share.is_integer() and int(share) % 2 == 0:
+    """Each mixed edge takes channels / partial_channels of the channels: K must divide them."""
+    if channels % partial_channels == 0:
         return []
-    return [f"space.channels: {channels} channels with partial_channels {partial_channels} give {share:g} "
-            "channels per mixed edge; it must be a whole, even number"]
+    return [f"space.channels: {channels} is not a multiple of partial_channels {partial_channels} "
+            "(each mixed edge takes channels / partial_channels of them)"]
 
 
 # -- JSON schema ---------------------------------------------------------------------------------

@@ -22,7 +22,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     """`auto` is CUDA when there is a GPU, else the CPU. Asking for CUDA without one is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BionasError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BionasError(f"device '{name}' was asked for, but torch sees no CUDA GPU (use --device cpu)")
     return device

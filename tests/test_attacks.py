@@ -132,12 +132,34 @@ def test_seeds_make_results_repeatable(trained, digits, name, options):
     attack = prepare(name, options)
     first = attack.run(trained, x, y, seed=3).adversarial
     assert torch.equal(first, attack.run(trained, x, y, seed=3).adversarial)
-    assert (
-        torch.equal(first, attack.with_options(seed=3).run(trained, x, y).adversarial)
-        if "seed" in attack.Options.model_fields
-        else True
-    )
+    # The seed option (a transfer attack's: its base attack's) is the default seed of run().
+    if name == "transfer":
+        seeded = attack.with_options(attack_options={**attack.options.attack_options, "seed": 3})
+    else:
+        seeded = attack.with_options(seed=3)
+    assert seeded.seed == 3
+    assert torch.equal(first, seeded.run(trained, x, y).adversarial)
     assert not torch.equal(first, attack.run(trained, x, y, seed=4).adversarial)
+
+
+def test_square_spends_no_query_on_an_unchanged_image():
+    # Black images under a model that is never fooled: no candidate is ever kept, so the best stays
+    # the first query. A window of -eps on black pixels leaves the image unchanged: it must be redrawn.
+    class NeverFooled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.queries = []
+
+        def forward(self, x):
+            self.queries.append(x.clone())
+            return torch.eye(10)[torch.zeros(len(x), dtype=torch.long)] * 5  # class 0, margin 5
+
+    model = NeverFooled()
+    x, y = torch.zeros(8, 1, 12, 12), torch.zeros(8, dtype=torch.long)
+    result = bionas.get_attack("square", eps=0.1, queries=60).run(model, x, y)
+    first, later = model.queries[0], torch.stack(model.queries[1:])
+    assert len(later) == 59 and result.work.tolist() == [60.0] * 8
+    assert (later != first).flatten(2).any(2).all()  # every query differs from the best image
 
 
 def test_eps_accepts_fractions_and_threat_models_are_labelled():

@@ -21,7 +21,7 @@ STRATEGIES = {
                         "fitness_batch_size": 16}),
     "random": ("random", {"epochs": 2, "batch_size": 16, "samples": 6, "eval_batches": 1, "top_k": 2}),
 }
-SPACES = {"egnas": {"channels": 8}}  # its default partial channels (K = 4) need channels / K even
+SPACES = {"egnas": {"channels": 8}}  # a multiple of its default partial channels (K = 4)
 RECORD_FIELDS = {"stage", "epoch", "strategy", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "lr",
                  "alphas", "genotype", "seconds"}  # fmt: skip
 

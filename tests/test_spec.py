@@ -125,16 +125,16 @@ def test_schema_works_with_no_plugins_installed(monkeypatch):
     assert schema["title"] == "bionas run spec" and "dataset" in schema["required"]
 
 
-def test_channels_must_split_evenly_into_partial_channels(toy_plugins):
-    # egnas defaults partial_channels to 4: 12 channels give 3 per mixed edge, an odd share.
+def test_channels_must_be_a_multiple_of_the_strategy_s_partial_channels(toy_plugins):
     def spec(channels, strategy):
         data = toy_plugins.spec(search={"name": strategy})
         data["space"]["channels"] = channels
         return data
 
-    assert errors_of(spec(12, "egnas")) == [
-        "space.channels: 12 channels with partial_channels 4 give 3 channels per mixed edge; "
-        "it must be a whole, even number"
+    # egnas defaults partial_channels to 4
+    assert errors_of(spec(10, "egnas")) == [
+        "space.channels: 10 is not a multiple of partial_channels 4 (each mixed edge takes channels / "
+        "partial_channels of them)"
     ]
-    assert load_spec(spec(16, "egnas")).space.channels == 16  # 4 per edge
-    assert load_spec(spec(12, "darts")).space.channels == 12  # darts: K=1, 12 per edge
+    assert load_spec(spec(12, "egnas")).space.channels == 12  # 3 per edge
+    assert load_spec(spec(10, "darts")).space.channels == 10  # darts: K=1

@@ -15,10 +15,10 @@ import torch
 
 from bionas.analysis.alignment import alignment_series, plot_alignment
 from bionas.analysis.gradvar import layer_moments, summarise
-from bionas.checkpoint import Checkpointer, load_state
+from bionas.checkpoint import Checkpointer
 from bionas.errors import BionasError
 from bionas.plots import figure, save
-from bionas.pipeline import build_network, load_network, network_config, replace_rules
+from bionas.pipeline import build_network, load_network, replace_rules
 from bionas.registry import get_dataset
 from bionas.rundir import RunDir, read_json, write_json
 from bionas.spec import load_spec
@@ -57,11 +57,16 @@ class RunContext:
         return model
 
     def write(self, name: str, data: dict[str, Any], markdown: str) -> None:
-        write_json(self.dir.path(f"analysis/{name}.json"), data)
-        self.dir.path(f"analysis/{name}.md").write_text(markdown)
-        from bionas.report import refresh_report
+        write_analysis(self.dir, name, data, markdown)
 
-        refresh_report(self.dir.root)
+
+def write_analysis(rundir: RunDir, name: str, data: dict[str, Any], markdown: str) -> None:
+    """analysis/<name>.json and .md of a run directory, then its report.md refreshed to include them."""
+    from bionas.report import refresh_report
+
+    write_json(rundir.path(f"analysis/{name}.json"), data)
+    rundir.path(f"analysis/{name}.md").write_text(markdown)
+    refresh_report(rundir.root)
 
 
 # -- gradient variance ---------------------------------------------------------------------------
@@ -250,9 +255,5 @@ def alignment_over_training(run_dir: str | Path) -> dict[str, Any]:
              "(metrics.jsonl). Final epoch, mean over layers:", "", "| rule | layers | angle (deg) |", "|---|---|---|"]
     lines += [f"| {rule} | {len(a)} | {statistics.fmean(a):.1f} |" for rule, a in sorted(by_rule.items())]
     results = {"layers": series}
-    write_json(rundir.path("analysis/alignment.json"), results)
-    rundir.path("analysis/alignment.md").write_text("\n".join(lines + ["", "![alignment](analysis/alignment.png)", ""]))
-    from bionas.report import refresh_report
-
-    refresh_report(rundir.root)
+    write_analysis(rundir, "alignment", results, "\n".join(lines + ["", "![alignment](analysis/alignment.png)", ""]))
     return results

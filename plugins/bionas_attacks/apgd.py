@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 import bionas
-from bionas.attacks import input_gradient, normalized, predict, project, random_start
+from bionas.attacks import input_gradient, normalized, per_image, predict, project, random_start
 from bionas_attacks.gradient import IterativeOptions, restart_loop
 from bionas_attacks.losses import LOSSES
 
@@ -19,7 +19,9 @@ MOMENTUM = 0.75  # alpha of the paper
 def checkpoint_lengths(steps: int) -> tuple[int, int, int]:
     """(first period, shortest period, decrement): the checkpoints w_j of the paper, as periods.
 
-    p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), w_j = ceil(p_j * steps).
+    The paper: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), w_j = ceil(p_j * steps).
+    Computed as AutoAttack's code does: periods int(0.22 * steps), each int(0.03 * steps) shorter than the
+    last, never below int(0.06 * steps) (rounded down, at least 1).
     """
     return max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
 
@@ -57,7 +59,7 @@ class APGD(bionas.Attack):
         fooled = logits.argmax(1) != y
         found = adv.clone()  # first fooling iterate per image
         best, best_loss, best_grad = adv.clone(), loss.clone(), grad.clone()
-        step = torch.full((n,), 2.0 * o.eps, device=x.device, dtype=x.dtype).view(-1, *[1] * (x.dim() - 1))
+        step = per_image(torch.full((n,), 2.0 * o.eps, device=x.device, dtype=x.dtype), x)
         previous, last_loss = adv.clone(), loss.clone()
         rises = torch.zeros(n, device=x.device)
         since_check = 0
@@ -75,29 +77,31 @@ class APGD(bionas.Attack):
                 logits = predict(model, adv)
                 loss = loss_fn(logits)
             now_fooled = logits.argmax(1) != y
-            first = now_fooled & ~fooled
-            found[first] = adv[first]
+            # torch.where, not boolean indexing: no host-device sync inside the loop.
+            found = torch.where(per_image(now_fooled & ~fooled, x), adv, found)
             fooled |= now_fooled
 
             rises += (loss > last_loss).float()
             last_loss = loss
             improved = loss > best_loss
-            best[improved], best_loss[improved] = adv[improved], loss[improved]
+            best, best_loss = torch.where(per_image(improved, x), adv, best), torch.where(improved, loss, best_loss)
             if i < o.steps - 1:
-                best_grad[improved] = grad[improved]
+                best_grad = torch.where(per_image(improved, x), grad, best_grad)
 
             since_check += 1
             if since_check == period and i < o.steps - 1:
                 # Halve where the loss rose too rarely, or where the step was kept last time and
                 # the best loss has not improved since; those restart from their best point.
                 halve = (rises < o.rho * period) | (~halved_last & (best_loss <= checked_loss))
-                step[halve] /= 2.0
-                adv[halve], grad[halve], previous[halve] = best[halve], best_grad[halve], best[halve]
+                back = per_image(halve, x)
+                step = torch.where(back, step / 2.0, step)
+                adv, previous = torch.where(back, best, adv), torch.where(back, best, previous)
+                grad = torch.where(back, best_grad, grad)
                 last_loss = torch.where(halve, best_loss, last_loss)
                 halved_last, checked_loss = halve, best_loss.clone()
                 rises.zero_()
                 since_check = 0
                 period = max(period - decrement, min_period)
 
-        adversarial = torch.where(fooled.view(-1, *[1] * (x.dim() - 1)), found, best)
+        adversarial = torch.where(per_image(fooled, x), found, best)
         return adversarial, fooled, o.steps

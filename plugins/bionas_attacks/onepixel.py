@@ -74,8 +74,9 @@ class OnePixel(bionas.Attack):
         o = self.options
         n, c, h, w = x.shape
         dev = x.device
-        # A candidate: pixels x (row, col, colour...), rows/cols continuous and rounded when applied.
-        upper = torch.tensor([h - 1, w - 1] + [1.0] * c, device=dev, dtype=x.dtype)
+        # A candidate: pixels x (row, col, colour...), rows/cols continuous in [0, h) and [0, w), truncated
+        # when applied (as Su et al.'s code), so that every pixel is equally likely.
+        upper = torch.tensor([h, w] + [1.0] * c, device=dev, dtype=x.dtype)
 
         def uniform(shape):
             return torch.rand(shape, generator=generator, device=dev, dtype=x.dtype) * upper
@@ -84,7 +85,7 @@ class OnePixel(bionas.Attack):
         colour = 0.5 + 0.5 * torch.randn(population[..., 2:].shape, generator=generator, device=dev, dtype=x.dtype)
         population[..., 2:] = colour.clamp(0.0, 1.0)  # Su et al.: colours ~ N(128, 127) of 255
         fitness, fools = self._score(model, x, y, population, torch.arange(n, device=dev))
-        queries = torch.full((n,), float(o.population))
+        queries = torch.full((n,), float(o.population), device=dev)  # on the device: counting needs no sync
         done = torch.zeros(n, dtype=torch.bool, device=dev)
         winner = population[:, 0].clone()  # per image: the candidate returned
         self._record(done, winner, torch.arange(n, device=dev), population, fools)
@@ -100,7 +101,7 @@ class OnePixel(bionas.Attack):
             outside = (mutant < 0) | (mutant > upper)  # redrawn uniformly within the bounds
             mutant = torch.where(outside, uniform(mutant.shape), mutant)
             new_fitness, new_fools = self._score(model, x, y, mutant, todo)
-            queries[todo.cpu()] += o.population
+            queries[todo] += o.population
             self._record(done, winner, todo, mutant, new_fools)
             better = new_fitness < fitness[todo]  # selection: a mutant replaces its parent if better
             population[todo] = torch.where(better[..., None, None], mutant, members)
@@ -123,8 +124,8 @@ class OnePixel(bionas.Attack):
     def _apply(images: torch.Tensor, candidates: torch.Tensor, in_place: bool = False) -> torch.Tensor:
         """Images (m x C x H x W) with the pixels of their candidates (m x pixels x (2 + C)) set."""
         m, c, h, w = images.shape
-        row = candidates[..., 0].round().long().clamp(0, h - 1)
-        col = candidates[..., 1].round().long().clamp(0, w - 1)
+        row = candidates[..., 0].long().clamp(0, h - 1)  # truncation; the clamp catches a coordinate of exactly h
+        col = candidates[..., 1].long().clamp(0, w - 1)
         index = (row * w + col).unsqueeze(1).expand(m, c, -1)
         out = images.reshape(m, c, h * w) if in_place else images.reshape(m, c, h * w).clone()
         out.scatter_(2, index, candidates[..., 2:].transpose(1, 2).clamp(0.0, 1.0))

@@ -19,6 +19,9 @@ from bionas.spec import Fractional
 from bionas_attacks.gradient import EPS_DESCRIPTION
 from bionas_attacks.losses import margin
 
+# Draws of a window's signs before a query is spent on an unchanged image anyway.
+REDRAWS = 10
+
 # Fraction of the iterations (out of 10,000) after which p is halved again.
 P_SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -57,7 +60,7 @@ class Square(bionas.Attack):
 
         best = (x + o.eps * sign(n, c, 1, w)).clamp(0.0, 1.0)
         loss = margin(predict(model, best), y)
-        queries = torch.ones(n)
+        queries = torch.ones(n, device=dev)  # on the device: counting needs no sync; Attack.run moves it
         rows = torch.arange(h, device=dev).view(1, 1, h, 1)
         cols = torch.arange(w, device=dev).view(1, 1, 1, w)
         for iteration in range(1, o.queries):
@@ -70,10 +73,19 @@ class Square(bionas.Attack):
             top = torch.randint(0, h - side + 1, (m, 1, 1, 1), generator=generator, device=dev)
             left = torch.randint(0, w - side + 1, (m, 1, 1, 1), generator=generator, device=dev)
             window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-            xs = x[todo]
-            candidate = torch.where(window, xs + o.eps * sign(m, c, 1, 1), best[todo]).clamp(0.0, 1.0)
+            xs, current = x[todo], best[todo]
+            delta = sign(m, c, 1, 1)
+            # As the published code: redraw the signs of a window that would leave the image unchanged
+            # (already at those signs, or clamped at 0 or 1), so that no query is wasted. Bounded, as
+            # some windows (eps 0) cannot change.
+            for _ in range(REDRAWS):
+                candidate = torch.where(window, xs + o.eps * delta, current).clamp(0.0, 1.0)
+                same = (candidate == current).flatten(1).all(1)
+                if not same.any():
+                    break
+                delta = torch.where(same.view(-1, 1, 1, 1), sign(m, c, 1, 1), delta)
             new_loss = margin(predict(model, candidate), y[todo])
-            queries[todo.cpu()] += 1
+            queries[todo] += 1
             better = new_loss < loss[todo]
             best[todo[better]] = candidate[better]
             loss[todo[better]] = new_loss[better]

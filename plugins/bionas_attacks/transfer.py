@@ -81,6 +81,10 @@ class TransferAttack(bionas.Attack):
         return self.base.options.eps
 
     @property
+    def seed(self) -> int:  # attack_options.seed
+        return self.base.seed
+
+    @property
     def work_unit(self) -> str:  # type: ignore[override]
         return f"surrogate {self.base.work_unit}"
 
