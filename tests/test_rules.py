@@ -304,6 +304,18 @@ def test_rules_work_under_autocast(rule):
     assert model[0].weight.grad.dtype == torch.float32
 
 
+def test_hebbian_conv_with_bias_works_on_a_bf16_input_under_autocast():
+    # The second conv sees the first's bf16 output; y - bias would promote to float32.
+    model = bionas.convert(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3, bias=True)), "hebbian")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    for conv in (model[0], model[2]):
+        assert conv.weight.grad.dtype == torch.float32 and conv.weight.grad.abs().sum() > 0
+
+
 def test_a_third_party_feedback_rule_is_a_few_lines():
     class Transposed(FeedbackRule):
         name = "mirror"
