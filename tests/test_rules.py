@@ -468,3 +468,10 @@ def test_alignment_reports_angle_and_norm_ratio_per_layer():
     assert report["1.1.2"].angle_deg == pytest.approx(0.0, abs=1e-4)  # pc: the true Jacobians
     assert 0 < report["1.0.0"].angle_deg < 90  # usf: sign-concordant
     assert math.isnan(report["1.0.2"].angle_deg) and math.isnan(report["1.1.0"].norm_ratio)
+
+
+def test_alignment_of_hebbian_passing_its_error_is_that_of_w():
+    layer = bionas.get_rule("hebbian", error="pass").wrap(nn.Linear(4, 3))
+    report = bionas.alignment(layer)[""]
+    assert report.rule == "hebbian"
+    assert report.angle_deg == pytest.approx(0.0, abs=1e-4) and report.norm_ratio == pytest.approx(1.0)
