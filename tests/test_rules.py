@@ -214,6 +214,23 @@ def test_random_feedback_is_xavier_seeded_and_reproducible():
     assert torch.equal(again.wrap(nn.Linear(30, 20)).feedback, first)
 
 
+@pytest.mark.parametrize("shape", [(20, 30), (5, 72), (16, 3, 3, 3), (64, 1, 3, 3), (3, 4, 2, 4)])
+def test_draw_is_the_xavier_formula_in_float32_whatever_the_default_dtype(shape):
+    from bionas.rules.seeding import draw, fans
+
+    fan_in, fan_out = fans(shape)
+    bound, std = math.sqrt(6 / (fan_in + fan_out)), math.sqrt(2 / (fan_in + fan_out))
+    uniform = torch.empty(shape).uniform_(-bound, bound, generator=torch.Generator().manual_seed(11))
+    normal = torch.empty(shape).normal_(0, std, generator=torch.Generator().manual_seed(11))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # a seed must still mean one float32 tensor
+    try:
+        assert torch.equal(draw(shape, 11), uniform) and draw(shape, 11).dtype == torch.float32
+        assert torch.equal(draw(shape, 11, "xavier_normal"), normal)
+    finally:
+        torch.set_default_dtype(default)
+
+
 def test_frsf_magnitude_is_fixed_and_sign_follows_the_weight():
     layer = bionas.get_rule("frsf").wrap(nn.Linear(8, 5))
     magnitude = layer.feedback_magnitude.clone()
