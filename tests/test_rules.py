@@ -214,6 +214,23 @@ def test_random_feedback_is_xavier_seeded_and_reproducible():
     assert torch.equal(again.wrap(nn.Linear(30, 20)).feedback, first)
 
 
+@pytest.mark.parametrize("shape", [(20, 30), (5, 72), (16, 3, 3, 3), (64, 1, 3, 3), (3, 4, 2, 4)])
+def test_draw_is_the_xavier_formula_in_float32_whatever_the_default_dtype(shape):
+    from bionas.rules.seeding import draw, fans
+
+    fan_in, fan_out = fans(shape)
+    bound, std = math.sqrt(6 / (fan_in + fan_out)), math.sqrt(2 / (fan_in + fan_out))
+    uniform = torch.empty(shape).uniform_(-bound, bound, generator=torch.Generator().manual_seed(11))
+    normal = torch.empty(shape).normal_(0, std, generator=torch.Generator().manual_seed(11))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # a seed must still mean one float32 tensor
+    try:
+        assert torch.equal(draw(shape, 11), uniform) and draw(shape, 11).dtype == torch.float32
+        assert torch.equal(draw(shape, 11, "xavier_normal"), normal)
+    finally:
+        torch.set_default_dtype(default)
+
+
 def test_frsf_magnitude_is_fixed_and_sign_follows_the_weight():
     layer = bionas.get_rule("frsf").wrap(nn.Linear(8, 5))
     magnitude = layer.feedback_magnitude.clone()
@@ -270,6 +287,7 @@ def test_brsf_checkpoint_restores_the_draw_of_the_next_step():
     x = torch.randn(3, 5, requires_grad=True)
     for _ in range(3):
         _brsf_step(model, opt, x)
+    bionas.alignment(model)  # train.py logs alignment before saving: reading B must not advance the draw
     state = copy.deepcopy(model.state_dict())
     other = build()
     other.load_state_dict(state)
@@ -301,6 +319,18 @@ def test_rules_work_under_autocast(rule):
     out.float().sum().backward()
     assert x.grad is None or x.grad.dtype == torch.float32
     assert model[0].weight.grad.dtype == torch.float32
+
+
+def test_hebbian_conv_with_bias_works_on_a_bf16_input_under_autocast():
+    # The second conv sees the first's bf16 output; y - bias would promote to float32.
+    model = bionas.convert(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3, bias=True)), "hebbian")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    for conv in (model[0], model[2]):
+        assert conv.weight.grad.dtype == torch.float32 and conv.weight.grad.abs().sum() > 0
 
 
 def test_a_third_party_feedback_rule_is_a_few_lines():
@@ -455,3 +485,10 @@ def test_alignment_reports_angle_and_norm_ratio_per_layer():
     assert report["1.1.2"].angle_deg == pytest.approx(0.0, abs=1e-4)  # pc: the true Jacobians
     assert 0 < report["1.0.0"].angle_deg < 90  # usf: sign-concordant
     assert math.isnan(report["1.0.2"].angle_deg) and math.isnan(report["1.1.0"].norm_ratio)
+
+
+def test_alignment_of_hebbian_passing_its_error_is_that_of_w():
+    layer = bionas.get_rule("hebbian", error="pass").wrap(nn.Linear(4, 3))
+    report = bionas.alignment(layer)[""]
+    assert report.rule == "hebbian"
+    assert report.angle_deg == pytest.approx(0.0, abs=1e-4) and report.norm_ratio == pytest.approx(1.0)

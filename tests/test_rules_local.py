@@ -65,6 +65,27 @@ def test_dfa_conv_feedback_is_dense_over_the_whole_input():
     assert len(torch.unique(b)) == b.numel()  # no kernel tiled over space
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize(
+    "options", [dict(padding=1, padding_mode="reflect"), dict(padding=2, padding_mode="replicate"), dict(padding="same")]
+)
+def test_dfa_conv_with_explicit_padding_spans_the_unpadded_input(options):
+    torch.manual_seed(1)
+    kernel = (2, 4) if options["padding"] == "same" else 3  # even: 'same' pads one more row and column
+    conv = nn.Conv2d(2, 3, kernel, **options).double()
+    body = nn.Sequential(conv, nn.Flatten())
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    features = body(x).shape[1]
+    model = bionas.convert(nn.Sequential(*body, nn.Linear(features, 5).double()), {"0": "dfa"})
+    logits = model(x)
+    g = torch.randn_like(logits)
+    logits.backward(g)
+    b = conv._bionas_state["matrix"][1]  # the B the backward used
+    assert b.shape == (5, 2 * 4 * 4)
+    assert torch.equal(b, rule_of(conv).matrix(conv, 5, 2 * 4 * 4))
+    torch.testing.assert_close(x.grad, (g @ b).view(2, 2, 4, 4), rtol=0, atol=0)
+
+
 def test_each_forward_pairs_with_its_own_output_error():
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3), OutputTap())

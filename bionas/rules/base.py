@@ -73,7 +73,10 @@ class LearningRule(Plugin):
         raise NotImplementedError(f"rule '{self.name}' does not attach to modules")
 
     def effective_feedback(self, layer: nn.Module) -> torch.Tensor | None:
-        """The weight-shaped tensor the input gradient is computed with, or None if there is none."""
+        """The weight-shaped tensor the input gradient is computed with, or None if there is none.
+
+        A pure read: alignment() calls it between an optimizer step and a checkpoint.
+        """
         return None
 
     def load_state(self, layer: nn.Module) -> None:
@@ -97,4 +100,5 @@ class FeedbackRule(LearningRule):
         return rule_forward(layer, x, send=feedback)
 
     def effective_feedback(self, layer: nn.Module) -> torch.Tensor:
+        # A rule whose feedback() advances state (brsf) overrides this with a pure read.
         return self.feedback(layer)

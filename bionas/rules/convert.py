@@ -133,8 +133,8 @@ def alignment(model: nn.Module) -> dict[str, LayerAlignment]:
     its weight, and their norm ratio.
 
     Plain layers (backprop) send with W itself: 0 degrees, ratio 1. Rules without a
-    weight-shaped feedback (dfa, hebbian) report NaN; pc reports W (its inference uses the
-    true Jacobians).
+    weight-shaped feedback (dfa, hebbian with error=block) report NaN; pc (its inference uses
+    the true Jacobians) and hebbian with error=pass report W.
     """
     report = {}
     with torch.no_grad():

@@ -188,25 +188,41 @@ def describe(rule) -> str:
 # -- the shared autograd function -----------------------------------------------------------------
 
 
+def _explicit_padding(layer: nn.Conv2d) -> tuple[list[int] | None, str, tuple[int, int]]:
+    """(F.pad amounts applied before the convolution or None, their mode, the convolution's own padding)."""
+    if layer.padding_mode != "zeros":
+        return list(layer._reversed_padding_repeated_twice), layer.padding_mode, (0, 0)
+    if layer.padding == "valid":
+        return None, "constant", (0, 0)
+    if layer.padding == "same":
+        totals = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]
+        extra = [t % 2 for t in totals]
+        return ([0, extra[1], 0, extra[0]] if any(extra) else None), "constant", tuple(t // 2 for t in totals)
+    return None, "constant", tuple(layer.padding)
+
+
 def conv_geometry(layer: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, Geometry]:
     """(input padded as the layer pads it, (stride, padding, dilation, groups)) with numeric padding.
 
     Mirrors nn.Conv2d: non-zero padding modes pad explicitly; 'same' with an odd total
     padding pads the extra row/column on the right/bottom, as ATen does.
     """
-    padding = layer.padding
-    if layer.padding_mode != "zeros":
-        x = F.pad(x, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
-        padding = (0, 0)
-    elif padding == "valid":
-        padding = (0, 0)
-    elif padding == "same":
-        totals = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]
-        padding = tuple(t // 2 for t in totals)
-        extra = [t % 2 for t in totals]
-        if any(extra):
-            x = F.pad(x, [0, extra[1], 0, extra[0]])
-    return x, (tuple(layer.stride), tuple(padding), tuple(layer.dilation), layer.groups)
+    pad, mode, padding = _explicit_padding(layer)
+    if pad is not None:
+        x = F.pad(x, pad, mode=mode)
+    return x, (tuple(layer.stride), padding, tuple(layer.dilation), layer.groups)
+
+
+def _unpadded_send(send: Callable, pad: list[int]) -> Callable:
+    """`send` for an input padded by F.pad(x, pad): it sees x itself and its result is zero-padded,
+    so F.pad's backward hands it to x unchanged (a dfa B spans the layer's input, not the padding)."""
+    left, right, top, bottom = pad
+
+    def padded_send(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        x = x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
+        return F.pad(send(grad, x), pad)
+
+    return padded_send
 
 
 def local_gradients(
@@ -286,7 +302,8 @@ def rule_forward(layer: nn.Module, x: torch.Tensor, send: Send, pseudo_grad: Pse
 
     send: a tensor shaped like the weight -> the input gradient is computed with it in
           place of the weight (B^T g); None -> no input gradient (the error is blocked);
-          a callable (grad_output, input) -> the input gradient it returns.
+          a callable (grad_output, input) -> the input gradient it returns (a conv's
+          input as it came, before the padding the layer applies).
     pseudo_grad: None -> the ordinary local weight and bias gradients; a callable
           (input, output, weight, geometry) -> called in the forward pass, its result
           (a tensor, or None for no update) is returned as the weight's gradient and the
@@ -295,6 +312,9 @@ def rule_forward(layer: nn.Module, x: torch.Tensor, send: Send, pseudo_grad: Pse
     if isinstance(layer, nn.Conv2d):
         if x.dim() == 3:  # unbatched input, as nn.Conv2d accepts it
             return rule_forward(layer, x.unsqueeze(0), send, pseudo_grad).squeeze(0)
+        pad = _explicit_padding(layer)[0]
+        if pad is not None and callable(send):
+            send = _unpadded_send(send, pad)
         x, geometry = conv_geometry(layer, x)
     else:
         geometry = None

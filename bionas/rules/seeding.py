@@ -14,9 +14,11 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-INITS = ("xavier_uniform", "xavier_normal")
+_INITS = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}
+INITS = tuple(_INITS)
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -60,17 +62,13 @@ def draw(shape: Sequence[int], seed: int, init: str = "xavier_uniform", device=N
     Drawn on `device` (default CPU) with that device's generator: the same seed gives the
     same tensor on the same kind of device.
     """
+    if init not in _INITS:
+        raise ValueError(f"unknown init '{init}'; known: {', '.join(INITS)}")
     shape = tuple(int(s) for s in shape)
     device = torch.device(device if device is not None else "cpu")
     generator = torch.Generator(device=device).manual_seed(seed)
-    fan_in, fan_out = fans(shape)
-    out = torch.empty(shape, device=device)
-    if init == "xavier_uniform":
-        bound = math.sqrt(6.0 / (fan_in + fan_out))
-        return out.uniform_(-bound, bound, generator=generator)
-    if init == "xavier_normal":
-        return out.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)), generator=generator)
-    raise ValueError(f"unknown init '{init}'; known: {', '.join(INITS)}")
+    # float32 whatever the default dtype, so a seed means one tensor (and checkpoints regenerate it)
+    return _INITS[init](torch.empty(shape, device=device, dtype=torch.float32), generator=generator)
 
 
 # -- the optimizer-step clock --------------------------------------------------------------------

@@ -3,7 +3,8 @@
 A dfa layer trains its own weight on the ordinary local gradient of the error it
 receives, and sends to its input, instead of W^T g, the network-output error
 e = dL/dlogits projected by a fixed random matrix B (num_outputs x the layer's
-whole per-sample input, dense: every input position gets its own weights):
+whole per-sample input before any padding, dense: every input position gets its
+own weights):
 
     sent = B^T e        (shaped like the layer's input)
 

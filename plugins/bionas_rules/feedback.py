@@ -127,6 +127,13 @@ class BatchRandomSignFeedback(FeedbackRule):
         if state.get("clock") != clock:
             set_buffer_int(layer, "feedback_step", buffer_int(layer, "feedback_step") + 1)
             state["clock"] = clock
+        return self.effective_feedback(layer)
+
+    def effective_feedback(self, layer: nn.Module) -> torch.Tensor:
+        # The B of the current step, without advancing it: alignment() reads this between
+        # a step and a checkpoint, and must not shift the draw the saved run continues with.
+        w = layer.weight
+        state = layer._bionas_state
         step = buffer_int(layer, "feedback_step")
         cached = state.get("magnitude")
         if cached is None or cached[0] != step or cached[1].device != w.device or cached[1].dtype != w.dtype:

@@ -87,7 +87,13 @@ class SoftHebb(LearningRule):
         pseudo = partial(self._pseudo_grad, layer.bias) if layer.training else _no_update
         return rule_forward(layer, x, send=send, pseudo_grad=pseudo)
 
+    def effective_feedback(self, layer: nn.Module) -> torch.Tensor | None:
+        return layer.weight if self.options.error == "pass" else None  # 'pass' sends W^T g
+
     def _pseudo_grad(self, bias, x, y, weight, geometry) -> torch.Tensor:
+        # Under autocast x and y are half precision while weight and bias are not: compute in
+        # the weight's dtype, or y - bias promotes and the weight-gradient convolution gets mixed dtypes.
+        x, y = x.to(weight.dtype), y.to(weight.dtype)
         u = y
         if bias is not None:
             u = y - (bias.view(-1, 1, 1) if geometry is not None else bias)
