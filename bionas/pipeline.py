@@ -147,6 +147,18 @@ class Pipeline:
         raise BionasError(f"stage '{stage}' of {self.dir.root} ran with a different spec; it cannot be resumed "
                           "with this one. Differences:\n  " + "\n  ".join(changes))
 
+    def reused_stages(self) -> list[str]:
+        """The stages whose finished outputs this run would reuse: `finished` checks each against the spec."""
+        stages = ["search"] if self.spec.search else []
+        if self.spec.retrain is not None and self.wanted("retrain"):
+            stages += ["retrain", "surrogate"] if self.needs_surrogate() else ["retrain"]
+        return stages
+
+    def needs_surrogate(self) -> bool:
+        """A transfer attack without a surrogate of its own attacks from the genotype retrained with bp."""
+        return self.wanted("attacks") and any(a.name == "transfer" and not a.options.get("surrogate")
+                                              for a in self.spec.evaluation.attacks)
+
     def mark_finished(self, stage: str) -> None:
         if not self.main:
             return
@@ -180,6 +192,8 @@ class Pipeline:
         if self.main:
             self.dir.prepare(self.resume)
         distributed.barrier()
+        for stage in self.reused_stages():  # a refused resume must leave the spec files of the run as they were
+            self.finished(stage)
         self.write_spec()
         seed_everything(self.spec.seed)
         self.dataset = get_dataset(self.spec.dataset.name, **self.spec.dataset.options)
@@ -189,10 +203,13 @@ class Pipeline:
         self.result.genotype = genotype
         if self.spec.retrain is not None and self.wanted("retrain"):
             model = self.retrain_stage(genotype)
+            surrogate = None
+            if self.needs_surrogate():  # training runs collectives: every rank, before rank 0's evaluation
+                surrogate = self.train_network(all_bp(genotype), "surrogate", SURROGATE_FILE)
             if self.main:  # evaluation needs no second process
                 self.test_stage(model)
                 if self.spec.evaluation.attacks and self.wanted("attacks"):
-                    self.attack_stage(model, genotype)
+                    self.attack_stage(model, surrogate)
         if self.main:
             self.write_results()
             self.write_report()
@@ -340,7 +357,7 @@ class Pipeline:
 
     # -- attacks -------------------------------------------------------------------------------
 
-    def attack_stage(self, model: torch.nn.Module, genotype) -> None:
+    def attack_stage(self, model: torch.nn.Module, surrogate: torch.nn.Module | None) -> None:
         from bionas.robustness import RobustnessReport, evaluate_robustness
 
         report_path = self.dir.path("robustness.json")
@@ -351,7 +368,6 @@ class Pipeline:
         for attack_spec in self.spec.evaluation.attacks:
             attack = get_attack(attack_spec.name, **attack_spec.options)
             if attack_spec.name == "transfer" and not attack_spec.options.get("surrogate"):
-                surrogate = self.train_network(all_bp(genotype), "surrogate", SURROGATE_FILE)
                 attack = attack.with_surrogate(surrogate, label="the same genotype trained with bp")
             items.append((attack, attack_spec.eps))
         report = evaluate_robustness(

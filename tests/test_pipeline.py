@@ -101,9 +101,11 @@ def test_a_used_run_directory_needs_resume(tmp_path):
     run(spec, quiet=True)
     with pytest.raises(BionasError, match="already holds a run; continue it with --resume"):
         run(spec, quiet=True)
+    resolved = (tmp_path / "run" / "resolved_spec.json").read_bytes()
     changed = {**spec, "retrain": {**spec["retrain"], "epochs": 2}}
     with pytest.raises(BionasError, match="retrain.epochs: 1 -> 2"):
         run(changed, resume=True, quiet=True)
+    assert (tmp_path / "run" / "resolved_spec.json").read_bytes() == resolved  # the refusal wrote nothing
 
 
 def test_resumed_finished_run_reuses_its_stages_and_redoes_changed_attacks(tmp_path):
