@@ -258,7 +258,8 @@ class Pipeline:
         if self.device.type == "cuda" and self.spec.runtime.channels_last:
             supernet.to(memory_format=torch.channels_last)
         data = SearchData.split(self.dataset, self.spec.search.arch_fraction, device=self.device, seed=self.spec.seed,
-                                rank=self.world.rank, world_size=self.world.world_size)
+                                rank=self.world.rank, world_size=self.world.world_size,
+                                workers=self.spec.runtime.workers)
         checkpoint = self.checkpointer("search")
         self.resume_log("search", checkpoint)
         self.console.print(f"search: {strategy.name} over {space.num_candidates} candidates per edge")
@@ -320,7 +321,7 @@ class Pipeline:
                           amp=self.spec.runtime.amp,
                           channels_last=self.device.type == "cuda" and self.spec.runtime.channels_last,
                           eval_batch_size=self.spec.evaluation.batch_size, best_metadata=metadata,
-                          rank=self.world.rank, world_size=self.world.world_size,
+                          rank=self.world.rank, world_size=self.world.world_size, workers=self.spec.runtime.workers,
                           train_model=distributed.data_parallel(model, self.device) if self.world.distributed else None)
         if self.main:
             write_json(self.dir.path(f"{stage}.json"), {"best_epoch": trained.best_epoch, "parameters": parameters,
@@ -346,7 +347,8 @@ class Pipeline:
     def test_stage(self, model: torch.nn.Module) -> None:
         from bionas.data import make_loader
 
-        loader = make_loader(self.dataset, "test", self.spec.evaluation.batch_size, train=False, device=self.device)
+        loader = make_loader(self.dataset, "test", self.spec.evaluation.batch_size, train=False, device=self.device,
+                             num_workers=self.spec.runtime.workers)
         loss, accuracy = evaluate_accuracy(model, loader, self.device, self.spec.runtime.amp)
         self.result.test_accuracy = accuracy
         self.dir.metrics.truncate("test")  # a resumed run tests again: one record

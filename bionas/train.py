@@ -99,17 +99,21 @@ def retrain(
     rank: int = 0,
     world_size: int = 1,
     train_model: torch.nn.Module | None = None,
+    workers: int | None = None,
 ) -> TrainResult:
     """Train `model` by `recipe`; the best validation epoch's weights go to `best_path`.
 
     `train_model` is what the steps run through when it is not `model.forward_with_aux`
-    (a DistributedDataParallel wrapper); `model` is what is saved and validated.
+    (a DistributedDataParallel wrapper); `model` is what is saved and validated (on rank 0).
+    `workers`: DataLoader workers for data sets not held in memory (make_loader's default when None).
     """
     forward = train_model if train_model is not None else model.forward_with_aux
     augment = {"cutout": recipe.cutout}
     train_loader = make_loader(dataset, "train", recipe.batch_size, train=True, device=device, augment=augment,
-                               seed=seed, rank=rank, world_size=world_size)
-    val_loader = make_loader(dataset, "val", eval_batch_size, train=False, device=device)
+                               seed=seed, rank=rank, world_size=world_size, num_workers=workers)
+    # Rank 0 alone validates: its numbers decide for every rank.
+    val_loader = make_loader(dataset, "val", eval_batch_size, train=False, device=device,
+                             num_workers=workers) if rank == 0 else None
     optimizer, scheduler = make_optimizer(model, recipe)
     result = TrainResult(best_epoch=-1, best_val_accuracy=-1.0)
     start = 0

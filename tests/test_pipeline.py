@@ -155,6 +155,28 @@ def search_spec(tmp_path):
                      search={"name": "darts", "options": {"epochs": 3, "batch_size": 32}})
 
 
+def test_runtime_workers_reach_every_loader(tmp_path, monkeypatch):
+    import bionas.data
+    import bionas.train
+
+    calls = []
+
+    def recording(dataset, split, *args, **kwargs):
+        calls.append((split, kwargs.get("num_workers")))
+        return make_loader(dataset, split, *args, **kwargs)
+
+    make_loader = bionas.data.make_loader
+    monkeypatch.setattr(bionas.data, "make_loader", recording)  # the search and the test stage import it late
+    monkeypatch.setattr(bionas.train, "make_loader", recording)
+    spec = search_spec(tmp_path)
+    spec["search"]["options"]["epochs"] = 1
+    spec.update(retrain={**spec["retrain"], "epochs": 1}, evaluation={"attacks": []}, runtime={"workers": 3})
+    run(spec, quiet=True)
+    assert {split for split, _ in calls} == {"train", "val", "test"}
+    assert [split for split, _ in calls].count("train") >= 3  # the search's two parts and the retrain
+    assert {workers for _, workers in calls} == {3}
+
+
 def kill_when(process, path, deadline):
     while not path.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
