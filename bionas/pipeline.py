@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from bionas.checkpoint import Checkpointer, diff_dicts, load_model_state, load_state, spec_hash
+from bionas.checkpoint import Checkpointer, diff_dicts, load_metadata, load_model_state, load_state, spec_hash
 from bionas.errors import BionasError, CheckpointError
 from bionas.registry import get_attack, get_dataset, get_registry, get_search
 from bionas.rundir import RunDir, provenance, read_json, write_json
@@ -28,7 +28,7 @@ from bionas.training import evaluate_accuracy, seed_everything
 
 # The spec fields each stage depends on: a finished stage is trusted on resume only when they are unchanged.
 STAGE_FIELDS = {
-    "search": ("name", "seed", "dataset", "space", "search", "runtime"),
+    "search": ("seed", "dataset", "space", "search", "runtime"),
     "surrogate": ("seed", "dataset", "space", "search", "genotype", "retrain", "runtime"),
     "retrain": ("seed", "dataset", "space", "search", "genotype", "retrain", "runtime"),
     "attacks": ("seed", "dataset", "space", "search", "genotype", "retrain", "runtime", "evaluation"),
@@ -179,8 +179,7 @@ class Pipeline:
         if not checkpoint.exists():
             self.dir.metrics.truncate(stage)
             return
-        _, meta = load_state(checkpoint.path)
-        self.dir.metrics.truncate(stage, after_epoch=meta["epoch"])
+        self.dir.metrics.truncate(stage, after_epoch=load_metadata(checkpoint.path)["epoch"])
 
     def log(self, record: dict[str, Any]) -> None:
         if self.main:
@@ -338,10 +337,6 @@ class Pipeline:
         self.result.best_epoch = summary["best_epoch"]
         self.result.val_accuracy = summary["best_val_accuracy"]
         self.result.parameters = summary["parameters"]
-        if self.spec.output.plots:
-            from bionas.plots import training_curves
-
-            training_curves(self.dir.metrics.records(), self.dir.path("training.png"))
         return model
 
     def test_stage(self, model: torch.nn.Module) -> None:
@@ -390,6 +385,10 @@ class Pipeline:
         write_json(self.dir.path("results.json"), self.result.summary())
         if self.spec.output.plots and self.result.genotype is not None:
             self.result.genotype.draw(self.dir.path("genotype.png"))
+        if self.spec.output.plots and self.result.best_epoch is not None:  # last: every training stage logged
+            from bionas.plots import training_curves
+
+            training_curves(self.dir.metrics.records(), self.dir.path("training.png"))
 
     def write_report(self) -> None:
         from bionas.report import refresh_report
