@@ -136,3 +136,20 @@ def test_checkpointer_restores_rng_and_refuses_another_spec(tmp_path):
         other.load()
     with pytest.raises(CheckpointError, match="holds stage 'retrain', not 'search'"):
         Checkpointer(tmp_path / "retrain.safetensors", "search").load()
+
+
+def test_text_writes_are_atomic(tmp_path, monkeypatch):
+    from bionas.errors import BionasError
+    from bionas.rundir import atomic_write_text
+
+    path = tmp_path / "report.md"
+    atomic_write_text(path, "old\n")
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", broken_replace)
+    with pytest.raises(BionasError, match="cannot write .*report.md: No space left on device"):
+        atomic_write_text(path, "new\n")
+    monkeypatch.undo()
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["report.md"]
