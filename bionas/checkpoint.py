@@ -97,17 +97,30 @@ def save_state(path: str | Path, state: Mapping[str, Any], metadata: Mapping[str
 def load_state(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
     """(state, metadata) of a checkpoint written by `save_state`."""
     path = Path(path)
+    header = _header(path)
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    return _unflatten(json.loads(header[STATE_KEY]), tensors), json.loads(header.get(META_KEY, "{}"))
+
+
+def load_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a checkpoint written by `save_state`, without reading its tensors."""
+    return json.loads(_header(Path(path)).get(META_KEY, "{}"))
+
+
+def _header(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        tensors = load_file(str(path), device=str(device))
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
     if STATE_KEY not in header:
         raise CheckpointError(f"{path} is a safetensors file but not a bionas checkpoint (no '{STATE_KEY}' header)")
-    return _unflatten(json.loads(header[STATE_KEY]), tensors), json.loads(header.get(META_KEY, "{}"))
+    return header
 
 
 # -- RNG states ----------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ gloo on CPUs. Rank 0 alone writes files; every rank trains on its own shard.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -85,15 +84,6 @@ def gather(value: Any) -> list[Any]:
     return out
 
 
-def mean(value: float, device: torch.device) -> float:
-    """The mean of a scalar over the ranks."""
-    if not active():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.item() / dist.get_world_size()
-
-
 def average_gradients(params) -> None:
     """Average the gradients of `params` over the ranks (those that have one), as DDP's reducer does.
 
@@ -123,12 +113,6 @@ def sum_over_ranks(*values: torch.Tensor | float) -> list[float]:
         tensor = tensor.cuda()
     dist.all_reduce(tensor)
     return tensor.cpu().tolist()
-
-
-def rank_seed(seed: int, *parts: int) -> int:
-    """A seed for (spec seed, rank, epoch, ...) that no other combination shares."""
-    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
 
 
 class TrainForward(torch.nn.Module):

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from bionas.checkpoint import Checkpointer, diff_dicts, load_model_state, load_state, spec_hash
+from bionas.checkpoint import Checkpointer, diff_dicts, load_metadata, load_model_state, load_state, spec_hash
 from bionas.errors import BionasError, CheckpointError
 from bionas.registry import get_attack, get_dataset, get_registry, get_search
 from bionas.rundir import RunDir, provenance, read_json, write_json
@@ -28,7 +28,7 @@ from bionas.training import evaluate_accuracy, seed_everything
 
 # The spec fields each stage depends on: a finished stage is trusted on resume only when they are unchanged.
 STAGE_FIELDS = {
-    "search": ("name", "seed", "dataset", "space", "search", "runtime"),
+    "search": ("seed", "dataset", "space", "search", "runtime"),
     "surrogate": ("seed", "dataset", "space", "search", "genotype", "retrain", "runtime"),
     "retrain": ("seed", "dataset", "space", "search", "genotype", "retrain", "runtime"),
     "attacks": ("seed", "dataset", "space", "search", "genotype", "retrain", "runtime", "evaluation"),
@@ -147,6 +147,18 @@ class Pipeline:
         raise BionasError(f"stage '{stage}' of {self.dir.root} ran with a different spec; it cannot be resumed "
                           "with this one. Differences:\n  " + "\n  ".join(changes))
 
+    def reused_stages(self) -> list[str]:
+        """The stages whose finished outputs this run would reuse: `finished` checks each against the spec."""
+        stages = ["search"] if self.spec.search else []
+        if self.spec.retrain is not None and self.wanted("retrain"):
+            stages += ["retrain", "surrogate"] if self.needs_surrogate() else ["retrain"]
+        return stages
+
+    def needs_surrogate(self) -> bool:
+        """A transfer attack without a surrogate of its own attacks from the genotype retrained with bp."""
+        return self.wanted("attacks") and any(a.name == "transfer" and not a.options.get("surrogate")
+                                              for a in self.spec.evaluation.attacks)
+
     def mark_finished(self, stage: str) -> None:
         if not self.main:
             return
@@ -167,8 +179,7 @@ class Pipeline:
         if not checkpoint.exists():
             self.dir.metrics.truncate(stage)
             return
-        _, meta = load_state(checkpoint.path)
-        self.dir.metrics.truncate(stage, after_epoch=meta["epoch"])
+        self.dir.metrics.truncate(stage, after_epoch=load_metadata(checkpoint.path)["epoch"])
 
     def log(self, record: dict[str, Any]) -> None:
         if self.main:
@@ -180,6 +191,8 @@ class Pipeline:
         if self.main:
             self.dir.prepare(self.resume)
         distributed.barrier()
+        for stage in self.reused_stages():  # a refused resume must leave the spec files of the run as they were
+            self.finished(stage)
         self.write_spec()
         seed_everything(self.spec.seed)
         self.dataset = get_dataset(self.spec.dataset.name, **self.spec.dataset.options)
@@ -189,10 +202,13 @@ class Pipeline:
         self.result.genotype = genotype
         if self.spec.retrain is not None and self.wanted("retrain"):
             model = self.retrain_stage(genotype)
+            surrogate = None
+            if self.needs_surrogate():  # training runs collectives: every rank, before rank 0's evaluation
+                surrogate = self.train_network(all_bp(genotype), "surrogate", SURROGATE_FILE)
             if self.main:  # evaluation needs no second process
                 self.test_stage(model)
                 if self.spec.evaluation.attacks and self.wanted("attacks"):
-                    self.attack_stage(model, genotype)
+                    self.attack_stage(model, surrogate)
         if self.main:
             self.write_results()
             self.write_report()
@@ -241,7 +257,8 @@ class Pipeline:
         if self.device.type == "cuda" and self.spec.runtime.channels_last:
             supernet.to(memory_format=torch.channels_last)
         data = SearchData.split(self.dataset, self.spec.search.arch_fraction, device=self.device, seed=self.spec.seed,
-                                rank=self.world.rank, world_size=self.world.world_size)
+                                rank=self.world.rank, world_size=self.world.world_size,
+                                workers=self.spec.runtime.workers)
         checkpoint = self.checkpointer("search")
         self.resume_log("search", checkpoint)
         self.console.print(f"search: {strategy.name} over {space.num_candidates} candidates per edge")
@@ -303,7 +320,7 @@ class Pipeline:
                           amp=self.spec.runtime.amp,
                           channels_last=self.device.type == "cuda" and self.spec.runtime.channels_last,
                           eval_batch_size=self.spec.evaluation.batch_size, best_metadata=metadata,
-                          rank=self.world.rank, world_size=self.world.world_size,
+                          rank=self.world.rank, world_size=self.world.world_size, workers=self.spec.runtime.workers,
                           train_model=distributed.data_parallel(model, self.device) if self.world.distributed else None)
         if self.main:
             write_json(self.dir.path(f"{stage}.json"), {"best_epoch": trained.best_epoch, "parameters": parameters,
@@ -320,16 +337,13 @@ class Pipeline:
         self.result.best_epoch = summary["best_epoch"]
         self.result.val_accuracy = summary["best_val_accuracy"]
         self.result.parameters = summary["parameters"]
-        if self.spec.output.plots:
-            from bionas.plots import training_curves
-
-            training_curves(self.dir.metrics.records(), self.dir.path("training.png"))
         return model
 
     def test_stage(self, model: torch.nn.Module) -> None:
         from bionas.data import make_loader
 
-        loader = make_loader(self.dataset, "test", self.spec.evaluation.batch_size, train=False, device=self.device)
+        loader = make_loader(self.dataset, "test", self.spec.evaluation.batch_size, train=False, device=self.device,
+                             num_workers=self.spec.runtime.workers)
         loss, accuracy = evaluate_accuracy(model, loader, self.device, self.spec.runtime.amp)
         self.result.test_accuracy = accuracy
         self.dir.metrics.truncate("test")  # a resumed run tests again: one record
@@ -340,7 +354,7 @@ class Pipeline:
 
     # -- attacks -------------------------------------------------------------------------------
 
-    def attack_stage(self, model: torch.nn.Module, genotype) -> None:
+    def attack_stage(self, model: torch.nn.Module, surrogate: torch.nn.Module | None) -> None:
         from bionas.robustness import RobustnessReport, evaluate_robustness
 
         report_path = self.dir.path("robustness.json")
@@ -351,7 +365,6 @@ class Pipeline:
         for attack_spec in self.spec.evaluation.attacks:
             attack = get_attack(attack_spec.name, **attack_spec.options)
             if attack_spec.name == "transfer" and not attack_spec.options.get("surrogate"):
-                surrogate = self.train_network(all_bp(genotype), "surrogate", SURROGATE_FILE)
                 attack = attack.with_surrogate(surrogate, label="the same genotype trained with bp")
             items.append((attack, attack_spec.eps))
         report = evaluate_robustness(
@@ -372,6 +385,10 @@ class Pipeline:
         write_json(self.dir.path("results.json"), self.result.summary())
         if self.spec.output.plots and self.result.genotype is not None:
             self.result.genotype.draw(self.dir.path("genotype.png"))
+        if self.spec.output.plots and self.result.best_epoch is not None:  # last: every training stage logged
+            from bionas.plots import training_curves
+
+            training_curves(self.dir.metrics.records(), self.dir.path("training.png"))
 
     def write_report(self) -> None:
         from bionas.report import refresh_report

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from bionas.rundir import RunDir, read_json
+from bionas.rundir import RunDir, atomic_write_text, read_json
 
 
 def _pct(value: float | None) -> str:
@@ -96,6 +96,4 @@ def refresh_report(run_dir) -> None:
     if run.path("robustness.json").exists():
         result.robustness = RobustnessReport.from_json(read_json(run.path("robustness.json")))
     text = render_report(spec, result, read_json(run.path("provenance.json")), run)
-    tmp = run.path(".report.md.tmp")
-    tmp.write_text(text)
-    tmp.replace(run.path("report.md"))
+    atomic_write_text(run.path("report.md"), text)

@@ -27,15 +27,22 @@ from typing import Any
 
 from bionas.errors import BionasError
 
-def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to a temp file renamed over `path`: a reader or a killed run never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: ranks never share one
     try:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # already renamed unless the write failed
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise BionasError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -110,9 +117,7 @@ class MetricsLog:
             return r.get("stage") == stage and (after_epoch is None or r.get("epoch", -1) > after_epoch)
 
         keep = [r for r in self.records() if not dropped(r)]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in keep))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r, default=float) + "\n" for r in keep))
 
 
 class RunDir:

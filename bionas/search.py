@@ -28,6 +28,7 @@ class SearchData:
     seed: int = 0
     rank: int = 0
     world_size: int = 1
+    workers: int | None = None  # DataLoader workers for data sets not held in memory (None: make_loader's default)
 
     @property
     def num_classes(self) -> int:
@@ -46,7 +47,7 @@ class SearchData:
         seed = self.seed * 2 + (part == "arch")  # the two parts shuffle independently
         rank, world_size = (self.rank, self.world_size) if shard else (0, 1)
         return make_loader(self.dataset, "train", batch_size, train=train, device=self.device, augment=augment,
-                           seed=seed, indices=indices, rank=rank, world_size=world_size)
+                           seed=seed, indices=indices, rank=rank, world_size=world_size, num_workers=self.workers)
 
     @classmethod
     def split(cls, dataset, arch_fraction: float = 0.5, **kwargs) -> SearchData:

@@ -24,7 +24,7 @@ from bionas import distributed
 from bionas.analysis.alignment import alignment_record
 from bionas.checkpoint import Checkpointer, load_model_state, save_state
 from bionas.data import make_loader
-from bionas.distributed import rank_seed
+from bionas.data.splits import derive_seed
 from bionas.spec import RetrainSpec
 from bionas.training import Bar, autocast, check_finite, evaluate_accuracy
 
@@ -99,17 +99,21 @@ def retrain(
     rank: int = 0,
     world_size: int = 1,
     train_model: torch.nn.Module | None = None,
+    workers: int | None = None,
 ) -> TrainResult:
     """Train `model` by `recipe`; the best validation epoch's weights go to `best_path`.
 
     `train_model` is what the steps run through when it is not `model.forward_with_aux`
-    (a DistributedDataParallel wrapper); `model` is what is saved and validated.
+    (a DistributedDataParallel wrapper); `model` is what is saved and validated (on rank 0).
+    `workers`: DataLoader workers for data sets not held in memory (make_loader's default when None).
     """
     forward = train_model if train_model is not None else model.forward_with_aux
     augment = {"cutout": recipe.cutout}
     train_loader = make_loader(dataset, "train", recipe.batch_size, train=True, device=device, augment=augment,
-                               seed=seed, rank=rank, world_size=world_size)
-    val_loader = make_loader(dataset, "val", eval_batch_size, train=False, device=device)
+                               seed=seed, rank=rank, world_size=world_size, num_workers=workers)
+    # Rank 0 alone validates: its numbers decide for every rank.
+    val_loader = make_loader(dataset, "val", eval_batch_size, train=False, device=device,
+                             num_workers=workers) if rank == 0 else None
     optimizer, scheduler = make_optimizer(model, recipe)
     result = TrainResult(best_epoch=-1, best_val_accuracy=-1.0)
     start = 0
@@ -124,7 +128,7 @@ def retrain(
         started = time.perf_counter()
         # Drop path draws from the global generator: seeded per (seed, rank, epoch), an epoch's randomness does
         # not depend on how the run got there (resumed or not) and differs between ranks.
-        torch.manual_seed(rank_seed(seed, rank, epoch))
+        torch.manual_seed(derive_seed(seed, rank, epoch))
         model.drop_path_prob = recipe.drop_path * epoch / recipe.epochs
         scheduler.step(epoch)
         lr = optimizer.param_groups[0]["lr"]
@@ -132,16 +136,21 @@ def retrain(
         with Bar(len(train_loader), f"retrain {epoch + 1}/{recipe.epochs}", quiet) as bar:
             train_loss, train_acc = train_epoch(model, forward, train_loader, optimizer, recipe, device, amp, bar,
                                                 epoch, channels_last)
-            train_loss, train_acc = distributed.mean(train_loss, device), distributed.mean(train_acc, device)
+            # Every rank trains on as many images: the mean over ranks is the sum over ranks / world_size.
+            train_loss, train_acc = (v / world_size for v in distributed.sum_over_ranks(train_loss, train_acc))
             check_finite(train_loss, "retrain", epoch)
-            # Every rank validates the same weights; rank 0's numbers decide (BatchNorm statistics may differ).
-            val_loss, val_acc = distributed.broadcast(evaluate_accuracy(model, val_loader, device, amp))
+            validation = None
+            if rank == 0:  # `model`, never the DDP wrapper: a forward on one rank must not start a collective
+                validation = evaluate_accuracy(model, val_loader, device, amp)
+            # On every rank: reading the rules' feedback is a use, and brsf advances its feedback step at the first
+            # use after an optimizer step; rank 0's validation was one, so every rank needs one to stay in step.
+            alignment = alignment_record(model)
+            val_loss, val_acc = distributed.broadcast(validation)
             bar.advance(0, f"loss {train_loss:.3f} train {train_acc:.1%} val {val_acc:.1%}")
         result.seconds += time.perf_counter() - started
         record = {"stage": "retrain", "epoch": epoch, "lr": lr, "train_loss": train_loss,
                   "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
-                  "drop_path": model.drop_path_prob, "seconds": result.seconds,
-                  "alignment": alignment_record(model)}
+                  "drop_path": model.drop_path_prob, "seconds": result.seconds, "alignment": alignment}
         if val_acc > result.best_val_accuracy:  # selection on validation only
             result.best_epoch, result.best_val_accuracy = epoch, val_acc
             if rank == 0:

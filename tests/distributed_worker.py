@@ -25,7 +25,7 @@ original_retrain, original_search = bionas.train.retrain, EpochSearch.search
 
 def retrain(model, *args, **kwargs):
     result = original_retrain(model, *args, **kwargs)
-    capture("retrain", model)
+    capture(kwargs["best_metadata"]["stage"], model)  # retrain or surrogate
     return result
 
 

@@ -10,6 +10,7 @@ from safetensors import safe_open
 
 from bionas.checkpoint import (
     diff_dicts,
+    load_metadata,
     load_model_state,
     load_state,
     rng_state,
@@ -39,6 +40,7 @@ def test_model_and_optimizer_state_round_trip_exactly(tmp_path):
 
     state, meta = load_state(tmp_path / "ckpt.safetensors")
     assert meta == {"stage": "retrain"} and state["epoch"] == 3 and state["history"] == [{"loss": 0.5}]
+    assert load_metadata(tmp_path / "ckpt.safetensors") == meta
     load_model_state(model, state["model"])
     optimizer.load_state_dict(state["optimizer"])  # int-keyed state restored as ints
     step()
@@ -92,6 +94,10 @@ def test_unstorable_values_and_foreign_files_are_clear_errors(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_state(tmp_path / "junk.safetensors")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_metadata(tmp_path / "junk.safetensors")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_metadata(tmp_path / "missing.safetensors")
 
 
 def test_mismatched_model_says_what_differs():
@@ -130,3 +136,20 @@ def test_checkpointer_restores_rng_and_refuses_another_spec(tmp_path):
         other.load()
     with pytest.raises(CheckpointError, match="holds stage 'retrain', not 'search'"):
         Checkpointer(tmp_path / "retrain.safetensors", "search").load()
+
+
+def test_text_writes_are_atomic(tmp_path, monkeypatch):
+    from bionas.errors import BionasError
+    from bionas.rundir import atomic_write_text
+
+    path = tmp_path / "report.md"
+    atomic_write_text(path, "old\n")
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", broken_replace)
+    with pytest.raises(BionasError, match="cannot write .*report.md: No space left on device"):
+        atomic_write_text(path, "new\n")
+    monkeypatch.undo()
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["report.md"]

@@ -101,9 +101,11 @@ def test_a_used_run_directory_needs_resume(tmp_path):
     run(spec, quiet=True)
     with pytest.raises(BionasError, match="already holds a run; continue it with --resume"):
         run(spec, quiet=True)
+    resolved = (tmp_path / "run" / "resolved_spec.json").read_bytes()
     changed = {**spec, "retrain": {**spec["retrain"], "epochs": 2}}
     with pytest.raises(BionasError, match="retrain.epochs: 1 -> 2"):
         run(changed, resume=True, quiet=True)
+    assert (tmp_path / "run" / "resolved_spec.json").read_bytes() == resolved  # the refusal wrote nothing
 
 
 def test_resumed_finished_run_reuses_its_stages_and_redoes_changed_attacks(tmp_path):
@@ -151,6 +153,28 @@ def search_spec(tmp_path):
                      space={"ops": ["max_pool_3x3", "skip_connect", "sep_conv_3x3"], "rules": ["usf", "fa"],
                             "channels": 4, "cells": 3},
                      search={"name": "darts", "options": {"epochs": 3, "batch_size": 32}})
+
+
+def test_runtime_workers_reach_every_loader(tmp_path, monkeypatch):
+    import bionas.data
+    import bionas.train
+
+    calls = []
+
+    def recording(dataset, split, *args, **kwargs):
+        calls.append((split, kwargs.get("num_workers")))
+        return make_loader(dataset, split, *args, **kwargs)
+
+    make_loader = bionas.data.make_loader
+    monkeypatch.setattr(bionas.data, "make_loader", recording)  # the search and the test stage import it late
+    monkeypatch.setattr(bionas.train, "make_loader", recording)
+    spec = search_spec(tmp_path)
+    spec["search"]["options"]["epochs"] = 1
+    spec.update(retrain={**spec["retrain"], "epochs": 1}, evaluation={"attacks": []}, runtime={"workers": 3})
+    run(spec, quiet=True)
+    assert {split for split, _ in calls} == {"train", "val", "test"}
+    assert [split for split, _ in calls].count("train") >= 3  # the search's two parts and the retrain
+    assert {workers for _, workers in calls} == {3}
 
 
 def kill_when(process, path, deadline):

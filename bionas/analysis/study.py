@@ -80,7 +80,8 @@ def gradvar(run_dir: str | Path, batches: int = 16, batch_size: int | None = Non
 
     run = RunContext(run_dir, device)
     batch_size = batch_size or run.spec.retrain.batch_size
-    loader = make_loader(run.dataset, "train", batch_size, train=True, device=run.device, augment=False, seed=seed)
+    loader = make_loader(run.dataset, "train", batch_size, train=True, device=run.device, augment=False, seed=seed,
+                         num_workers=run.spec.runtime.workers)
     iterator = iter(loader)
     fixed = [next(iterator) for _ in range(min(batches, len(loader)))]
     if len(fixed) < 2:
@@ -162,7 +163,8 @@ def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = No
     for i in range(samples):
         genotypes[f"random-{i:02d}"] = random_assignment(run.genotype, run.rule_names(), excluded, rng)
     root = run.dir.path("analysis/random-rules")
-    test_loader = make_loader(run.dataset, "test", run.spec.evaluation.batch_size, train=False, device=run.device)
+    test_loader = make_loader(run.dataset, "test", run.spec.evaluation.batch_size, train=False, device=run.device,
+                              num_workers=run.spec.runtime.workers)
     rows = []
     for position, (label, genotype) in enumerate(genotypes.items()):
         if position % world_size != rank:  # candidates spread over the ranks of a torchrun launch
@@ -175,8 +177,8 @@ def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = No
                                   {"genotype": genotype.to_dict(), "recipe": recipe.model_dump(mode="json")})
         trained = retrain(model, run.dataset, recipe, device=run.device, seed=run.spec.seed,
                           best_path=root / f"{label}.safetensors", checkpoint=checkpoint, quiet=quiet,
-                          amp=run.spec.runtime.amp, best_metadata={"genotype": genotype.to_dict(),
-                                                                   "network": run.config})
+                          amp=run.spec.runtime.amp, workers=run.spec.runtime.workers,
+                          best_metadata={"genotype": genotype.to_dict(), "network": run.config})
         best, _ = load_network(root / f"{label}.safetensors", run.device)
         _, test_accuracy = evaluate_accuracy(best, test_loader, run.device, run.spec.runtime.amp)
         rows.append({"assignment": label, "rules": genotype.rule_counts(),

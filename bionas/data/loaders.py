@@ -176,18 +176,17 @@ class TorchLoader(Loader):
     """A torch DataLoader over the split with per-image v2 transforms; same batch interface."""
 
     def __init__(self, *args, num_workers: int, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # builds the plain split (see _split_size)
         self.num_workers = num_workers
         if self.augment.active:
             self.source = self.dataset.augmented_split(self.split, self.augment)
-        else:
-            self.source = self.dataset.split(self.split)
-        if len(self.source) != self.split_size:
-            raise RuntimeError(f"{self.dataset.name}: augmented_split and split differ in length")
-        self._rng_state: torch.Tensor | None = None
+            if len(self.source) != self.split_size:
+                raise RuntimeError(f"{self.dataset.name}: augmented_split and split differ in length")
 
     def _split_size(self) -> int:
-        return len(self.dataset.split(self.split))
+        # Loader.__init__ needs the size first: the split built for it is also the source without augmentation.
+        self.source = self.dataset.split(self.split)
+        return len(self.source)
 
     def __iter__(self) -> Iterator[Batch]:
         epoch = self._start_epoch()
