@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -37,6 +37,16 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except BionasError as error:
             raise fail(error) from None
+
+
+# Parameters shared by several commands, declared once (defaults go in each signature).
+SpecFile = Annotated[Path, typer.Argument(help="Spec file (YAML or JSON).")]
+OutDir = Annotated[Optional[Path], typer.Option("--out", help="Run directory (default: the spec's output.dir).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoints.")]
+SpecDevice = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (overrides the spec).")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+RunDir = Annotated[Path, typer.Argument(help="Run directory of a finished run.")]
 
 
 class GradientSource(str, Enum):
@@ -103,7 +113,7 @@ def build_app() -> typer.Typer:
         console.print(table)
 
     @app.command()
-    def validate(spec: Path = typer.Argument(..., help="Spec file (YAML or JSON).")) -> None:
+    def validate(spec: SpecFile) -> None:
         """Validate a spec: exit 0 and 'valid', or exit 2 and one line per error."""
         from bionas.spec import load_spec
 
@@ -129,44 +139,38 @@ def build_app() -> typer.Typer:
         if world_from_env().is_main:  # under torchrun, rank 0 reports
             print_summary(result, console)
 
-    out_option = typer.Option(None, "--out", help="Run directory (default: the spec's output.dir).")
-    resume_option = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints.")
-    device_option = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the spec).")
-    quiet_option = typer.Option(False, "--quiet", help="No progress bars.")
-    spec_argument = typer.Argument(..., help="Spec file (YAML or JSON).")
-
     @app.command()
     def run(
-        spec: Path = spec_argument,
-        out: Optional[Path] = out_option,
-        resume: bool = resume_option,
-        device: Optional[str] = device_option,
-        quiet: bool = quiet_option,
+        spec: SpecFile,
+        out: OutDir = None,
+        resume: Resume = False,
+        device: SpecDevice = None,
+        quiet: Quiet = False,
     ) -> None:
         """Run a spec: search -> genotype -> retrain -> test -> attacks -> report."""
         run_stages(spec, out, resume, device, quiet)
 
     @app.command()
     def search(
-        spec: Path = spec_argument,
-        out: Optional[Path] = out_option,
-        resume: bool = resume_option,
-        device: Optional[str] = device_option,
-        quiet: bool = quiet_option,
+        spec: SpecFile,
+        out: OutDir = None,
+        resume: Resume = False,
+        device: SpecDevice = None,
+        quiet: Quiet = False,
     ) -> None:
         """Run only the search stage of a spec; writes genotype.json."""
         run_stages(spec, out, resume, device, quiet, stages=["search"])
 
     @app.command()
     def train(
-        spec: Path = spec_argument,
+        spec: SpecFile,
         genotype: Optional[Path] = typer.Option(
             None, "--genotype", help="genotype.json to retrain (replaces the spec's search or genotype)."
         ),
-        out: Optional[Path] = out_option,
-        resume: bool = resume_option,
-        device: Optional[str] = device_option,
-        quiet: bool = quiet_option,
+        out: OutDir = None,
+        resume: Resume = False,
+        device: SpecDevice = None,
+        quiet: Quiet = False,
     ) -> None:
         """Retrain a genotype by the spec's recipe, then test it (and attack it, if the spec says so)."""
         overrides = {"genotype": str(genotype), "search": None} if genotype else None
@@ -190,13 +194,14 @@ def build_app() -> typer.Typer:
             "feedback path: a separate threat model, not a robustness claim).",
         ),
         surrogate: Optional[Path] = typer.Option(
-            None, "--surrogate", help="Checkpoint or run directory of the transfer attack's surrogate."
+            None, "--surrogate", help="Checkpoint or run directory of the surrogate, for attacks that take one "
+            "(transfer)."
         ),
         seed: int = typer.Option(0, "--seed", min=0, help="Seed of every random choice of the attacks."),
         out: Optional[Path] = typer.Option(
             None, "--out", help="Where robustness.json and robustness.png go (default: TARGET's attacks/ folder)."
         ),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        device: Device = "auto",
     ) -> None:
         """Attack a trained model: print the robustness table, write it as JSON and a PNG curve."""
         from bionas import robustness
@@ -208,9 +213,11 @@ def build_app() -> typer.Typer:
             options = {}
             if "gradient" in cls.Options.model_fields:
                 options["gradient"] = gradient.value
-            if name == "transfer" and surrogate is not None:
+            if surrogate is not None and "surrogate" in cls.Options.model_fields:
                 options["surrogate"] = str(surrogate)
             items.append((name, options))
+        if surrogate is not None and not any("surrogate" in options for _, options in items):
+            warn(f"--surrogate is ignored: none of the attacks ({', '.join(attacks)}) takes a surrogate")
         data = loaded.data
         images, labels = data if isinstance(data, tuple) else (data, None)
         report = robustness.evaluate_robustness(
@@ -237,15 +244,14 @@ def build_app() -> typer.Typer:
 
     analyze_app = typer.Typer(help="The paper's studies on a finished run directory.", no_args_is_help=True)
     app.add_typer(analyze_app, name="analyze")
-    run_dir_argument = typer.Argument(..., help="Run directory of a finished run.")
 
     @analyze_app.command("gradvar")
     def analyze_gradvar(
-        run_dir: Path = run_dir_argument,
+        run_dir: RunDir,
         batches: int = typer.Option(16, "--batches", min=2, help="Minibatches the variance is taken across."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the retrain batch."),
         seed: int = typer.Option(0, "--seed", min=0, help="Seed of the minibatch draw."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        device: Device = "auto",
     ) -> None:
         """Gradient variance of the searched rules against each single rule, on the same batches."""
         from bionas.analysis.study import gradvar, gradvar_markdown
@@ -254,12 +260,12 @@ def build_app() -> typer.Typer:
 
     @analyze_app.command("random-rules")
     def analyze_random_rules(
-        run_dir: Path = run_dir_argument,
+        run_dir: RunDir,
         samples: int = typer.Option(10, "--samples", min=1, help="Random rule assignments to retrain."),
         epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Retrain budget (default: the run's)."),
         seed: int = typer.Option(0, "--seed", min=0, help="Seed of the assignments."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-        quiet: bool = quiet_option,
+        device: Device = "auto",
+        quiet: Quiet = False,
     ) -> None:
         """Retrain the searched operations with random rule assignments; compare with the searched rules."""
         from bionas.analysis.study import random_rules, random_rules_markdown
@@ -269,7 +275,7 @@ def build_app() -> typer.Typer:
         typer.echo(random_rules_markdown(results))
 
     @analyze_app.command("alignment")
-    def analyze_alignment(run_dir: Path = run_dir_argument) -> None:
+    def analyze_alignment(run_dir: RunDir) -> None:
         """Plot each rule layer's feedback alignment over the retrain epochs (from metrics.jsonl)."""
         from bionas.analysis.study import alignment_over_training
 

@@ -11,6 +11,8 @@ Failure policy:
 * `BIONAS_DISABLE_PLUGINS=a,b` skips entry points by name.
 * two plugins registering one name of one kind is an error naming both
   distributions, raised when that name is used.
+* two distributions with one entry-point name: the second is reported as a
+  problem naming both, and skipped.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def _env_flag(name: str) -> bool:
 class Registry:
     """Owns the pluggy PluginManager and the per-kind tables built from its hooks."""
 
-    def __init__(self, load_entry_points: bool = True, distributions: set[str] | None = None):
+    def __init__(self, distributions: set[str] | None = None):
         """`distributions` restricts entry points to those distributions (e.g. {"bionas"} for the docs)."""
         self.strict = _env_flag(STRICT_ENV)
         self.disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
@@ -132,9 +134,9 @@ class Registry:
         self._tables: dict[str, dict[str, PluginInfo]] = {}
         self._conflicts: dict[tuple[str, str], list[PluginInfo]] = {}
         self._distributions = distributions
-        if load_entry_points:
-            self._load_entry_points()
+        self._load_entry_points()
         self._build_tables()
+        self._raise_if_strict()
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -144,23 +146,34 @@ class Registry:
         return self._load_problems + self._table_problems
 
     def _problem(self, source: _Source, reason: str, at_load: bool = True) -> None:
+        # Only recorded: raising here would leave the tables half-built (see _raise_if_strict).
         problem = PluginProblem(source.name, source.distribution, source.version, reason)
-        if self.strict:
-            raise PluginError(f"{problem} ({STRICT_ENV} is set)")
         (self._load_problems if at_load else self._table_problems).append(problem)
+
+    def _raise_if_strict(self) -> None:
+        if self.strict and self.problems:
+            raise PluginError(f"{self.problems[0]} ({STRICT_ENV} is set)")
 
     def _load_entry_points(self) -> None:
         seen = set()
+        owners: dict[str, _Source] = {}  # entry-point name -> the first distribution claiming it
         for ep in importlib.metadata.entry_points(group=PROJECT):
             dist = getattr(ep, "dist", None)
             source = _Source(ep.name, dist.name if dist else "?", dist.version if dist else "?")
             # One distribution can be visible twice on sys.path (e.g. an editable install
             # beside a checkout); load each entry point once.
-            if (ep.name, ep.value) in seen or ep.name in self.disabled:
+            key = (ep.name, ep.value, source.distribution)
+            if key in seen or ep.name in self.disabled:
                 continue
             if self._distributions is not None and source.distribution not in self._distributions:
                 continue
-            seen.add((ep.name, ep.value))
+            seen.add(key)
+            owner = owners.setdefault(ep.name, source)
+            if owner.distribution != source.distribution:
+                # Disabling the name would drop both, so one of them has to go.
+                self._problem(source, f"entry point '{ep.name}' is also provided by {owner.distribution} "
+                              f"{owner.version}; uninstall one of them")
+                continue
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not take the others down
@@ -178,13 +191,18 @@ class Registry:
             return
         self._sources[source.name] = source
 
-    def register_plugin(self, plugin: object, name: str | None = None, distribution: str = "(in-process)") -> str:
+    def register_plugin(self, plugin: object, name: str | None = None) -> str:
         """Register an in-process plugin object (a module or instance with hookimpls)."""
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         if self.pm.has_plugin(name):
             raise PluginError(f"a plugin named '{name}' is already registered")
-        self._add(plugin, _Source(name, distribution, "-"))
+        self._add(plugin, _Source(name, "(in-process)", "-"))
         self._build_tables()
+        try:
+            self._raise_if_strict()
+        except PluginError:
+            self.unregister_plugin(name)  # leave the registry as it was, without the refused plugin
+            raise
         return name
 
     def unregister_plugin(self, name: str) -> None:
@@ -271,6 +289,7 @@ class Registry:
                 if name in builtin:
                     warn(f"plugin '{impl.plugin_name}' tried to replace the built-in command '{name}'; ignored")
                     (app.registered_commands if item in new_commands else app.registered_groups).remove(item)
+        self._raise_if_strict()
 
 
 def command_name(item) -> str:

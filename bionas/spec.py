@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bionas.errors import BionasError, PluginError, SpecError, format_pydantic_errors
-from bionas.registry import KINDS, Registry, get_registry
+from bionas.registry import Registry, get_registry
 
 # DARTS's eight operations and the paper's four rules (REFERENCES.md, "The method").
 DARTS_OPS = [
@@ -157,8 +157,11 @@ class SpaceSpec(Section):
         """The default pair is dropped when its op or rule is not listed (rules: [bp] stays valid)."""
         if isinstance(data, dict) and "exclude" not in data:
             ops = data.get("ops", DARTS_OPS)
-            rules = [_rule_name(r) for r in data.get("rules", PAPER_RULES)]
-            data = {**data, "exclude": [pair for pair in DEFAULT_EXCLUDE if pair[0] in ops and pair[1] in rules]}
+            rules = data.get("rules", PAPER_RULES)
+            # Anything else (null, a number) is left for the field's own "valid list" error.
+            if isinstance(ops, (list, tuple)) and isinstance(rules, (list, tuple)):
+                names = [_rule_name(r) for r in rules]
+                data = {**data, "exclude": [pair for pair in DEFAULT_EXCLUDE if pair[0] in ops and pair[1] in names]}
         return handler(data)
 
 
@@ -304,9 +307,11 @@ class Spec(Section):
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([f"file not found: {path.resolve()}"]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"not UTF-8 text (byte {exc.start}): save the spec as UTF-8"], str(path)) from None
     except OSError as exc:
         raise BionasError(f"cannot read spec file {path}: {exc.strerror}") from None
     try:
@@ -347,12 +352,15 @@ def load_spec(
 def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
     """Phase 2: every named plugin exists; its options validate. Fills option defaults in place."""
     errors = []
+    search_cls = None  # resolved once here; an unknown or clashing name is already an error above
     for path, kind, ref in spec.plugin_refs():
         try:
             cls = registry.get_class(kind, ref.name)
         except PluginError as exc:
             errors.append(f"{path}.name: {exc}")
             continue
+        if kind == "search":
+            search_cls = cls
         try:
             ref.options = cls.Options.model_validate(ref.options).model_dump(mode="json")
         except ValidationError as err:
@@ -362,10 +370,10 @@ def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
             registry.get_class("op", op)
         except PluginError as exc:
             errors.append(f"space.ops[{i}]: {exc}")
-    if spec.search is not None and spec.search.name in registry.names("search"):
+    if search_cls is not None:
         from bionas.search import resolve_space
 
-        space = resolve_space(spec.space, registry.get_class("search", spec.search.name))
+        space = resolve_space(spec.space, search_cls)
         errors += partial_channel_errors(space.channels, space.partial_channels)
     return errors
 
@@ -457,4 +465,4 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
     return schema
 
 
-__all__ = ["Spec", "load_spec", "spec_json_schema", "KINDS"]
+__all__ = ["Spec", "load_spec", "spec_json_schema"]

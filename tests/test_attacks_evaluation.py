@@ -287,6 +287,49 @@ def test_attack_command_transfer_takes_a_surrogate(fake_target, tmp_path):
     assert "transfer (surrogate:" in result.stdout
 
 
+class RelayAttack(NudgeAttack):
+    """A plugin's attack with a surrogate option: --surrogate reaches it, not only 'transfer'."""
+
+    name = "relay"
+
+    class Options(NudgeAttack.Options):
+        surrogate: str | None = Field(default=None, description="Surrogate.")
+
+
+@pytest.fixture
+def attack_items(fake_target, monkeypatch):
+    """The (name, options) the attack command hands to evaluate_robustness; the evaluation is skipped."""
+
+    class Plugin:
+        @bionas.hookimpl
+        def bionas_register_attacks(self, register):
+            register(RelayAttack)
+
+    bionas.registry.get_registry().register_plugin(Plugin(), "relay")
+    seen = []
+
+    def evaluate(model, images, labels, items, **kwargs):
+        seen.extend(items)
+        raise bionas.DataError("evaluation skipped")
+
+    monkeypatch.setattr(robustness, "evaluate_robustness", evaluate)
+    return seen
+
+
+def test_attack_command_gives_the_surrogate_to_every_attack_with_that_option(attack_items, tmp_path):
+    args = ["attack", str(tmp_path), "--attack", "relay", "--attack", "fgsm", "--surrogate", "s.safetensors"]
+    result = runner.invoke(build_app(), args)
+    assert result.exit_code == 1 and "evaluation skipped" in result.stderr
+    assert dict(attack_items) == {"relay": {"surrogate": "s.safetensors"}, "fgsm": {"gradient": "exact"}}
+    assert "--surrogate" not in result.stderr
+
+
+def test_attack_command_warns_when_no_attack_takes_the_surrogate(attack_items, tmp_path):
+    result = runner.invoke(build_app(), ["attack", str(tmp_path), "--attack", "fgsm", "--surrogate", "s.safetensors"])
+    assert "warning: --surrogate is ignored: none of the attacks (fgsm) takes a surrogate" in result.stderr
+    assert dict(attack_items) == {"fgsm": {"gradient": "exact"}}
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [

@@ -122,3 +122,51 @@ def test_one_name_from_two_distributions_names_both(make_distribution, toy_rule_
         bionas.get_rule("twin")
     assert "first-dist" in str(err.value) and "second-dist" in str(err.value)
     assert any("twin" in c for c in registry.get_registry().conflicts())
+
+
+def test_one_entry_point_name_from_two_distributions_is_a_problem_naming_both(
+    make_distribution, toy_rule_source, monkeypatch
+):
+    make_distribution("first-dist", {"first_mod": toy_rule_source.format(name="first_rule")}, {"twin": "first_mod"})
+    make_distribution("second-dist", {"second_mod": toy_rule_source.format(name="second_rule")}, {"twin": "second_mod"})
+    registry.reset()
+    reg = registry.get_registry()
+    [problem] = [p for p in reg.problems if p.plugin == "twin"]
+    assert len({"first_rule", "second_rule"} & set(reg.names("rule"))) == 1  # the first found is kept
+    assert "first-dist" in str(problem) and "second-dist" in str(problem)
+    monkeypatch.setenv(registry.STRICT_ENV, "1")
+    registry.reset()
+    with pytest.raises(PluginError, match="first-dist|second-dist"):
+        registry.get_registry()
+
+
+def test_strict_mode_names_a_refused_class_once_and_keeps_the_registry_whole(monkeypatch):
+    monkeypatch.setenv(registry.STRICT_ENV, "1")
+    registry.reset()
+    reg = registry.get_registry()
+    before = reg.names("rule")
+    bad = type("Bad", (bionas.FeedbackRule,), {"name": "Bad Name", "description": "Not fine."})
+
+    class Plugin:
+        @bionas.hookimpl
+        def bionas_register_rules(self, register):
+            register(bad)
+
+    with pytest.raises(PluginError) as err:
+        reg.register_plugin(Plugin(), "bad")
+    message = str(err.value)
+    assert "lowercase" in message and message.count("lowercase") == 1
+    assert message.count(registry.STRICT_ENV) == 1
+    assert reg.names("rule") == before and not reg.problems and not reg.pm.has_plugin("bad")
+
+
+def test_strict_mode_with_a_failing_hook_reports_it_once(make_distribution, monkeypatch):
+    source = "import bionas\n\n@bionas.hookimpl\ndef bionas_register_rules(register):\n    raise ValueError('bad')\n"
+    make_distribution("hooky-dist", {"hooky_mod": source}, {"hooky": "hooky_mod"})
+    monkeypatch.setenv(registry.STRICT_ENV, "1")
+    registry.reset()
+    with pytest.raises(PluginError) as err:
+        registry.get_registry()
+    message = str(err.value)
+    assert "hooky-dist" in message and "ValueError: bad" in message
+    assert message.count(registry.STRICT_ENV) == 1 and message.count("ValueError") == 1

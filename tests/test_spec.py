@@ -73,6 +73,20 @@ def test_unknown_op_is_reported(toy_plugins):
     assert errors_of(spec) == [f"space.ops[1]: unknown op 'toy_opp'. Did you mean: toy_op? Known ops: {known}."]
 
 
+@pytest.mark.parametrize("field, value", [("rules", None), ("rules", 5), ("ops", None), ("ops", 3)])
+def test_ops_or_rules_not_a_list_is_an_error_not_a_crash(toy_plugins, field, value):
+    spec = toy_plugins.spec()
+    spec["space"] = {**spec["space"], field: value}
+    assert errors_of(spec) == [f"space.{field}: Input should be a valid list"]
+
+
+def test_a_spec_file_not_in_utf8_is_an_error(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    errors = errors_of(path)
+    assert len(errors) == 1 and errors[0].startswith("not UTF-8 text")
+
+
 @pytest.mark.parametrize("text, value", [("8/255", 8 / 255), ("0.3", 0.3), (0.5, 0.5), ("1/4", 0.25)])
 def test_budgets_accept_fractions(toy_plugins, text, value):
     spec = toy_plugins.spec(evaluation={"attacks": [{"name": "toy_attack", "eps": [text]}]})
@@ -123,6 +137,22 @@ def test_schema_works_with_no_plugins_installed(monkeypatch):
     bionas.registry.reset()
     schema = spec_json_schema()
     assert schema["title"] == "bionas run spec" and "dataset" in schema["required"]
+
+
+def test_a_search_name_registered_twice_is_reported_with_the_other_errors(toy_plugins):
+    for plugin_name in ("twin-a", "twin-b"):
+        twin = type("Twin", (bionas.SearchStrategy,), {"name": "twin_search", "description": "A twin."})
+
+        class Plugin:
+            @bionas.hookimpl
+            def bionas_register_search_strategies(self, register, twin=twin):
+                register(twin)
+
+        bionas.registry.get_registry().register_plugin(Plugin(), plugin_name)
+    errors = errors_of(toy_plugins.spec(search={"name": "twin_search"}, dataset={"name": "toy_dta"}))
+    assert len(errors) == 2
+    assert errors[0].startswith("dataset.name: unknown dataset 'toy_dta'")
+    assert errors[1].startswith("search.name: search 'twin_search' is registered by both")
 
 
 def test_channels_must_be_a_multiple_of_the_strategy_s_partial_channels(toy_plugins):
