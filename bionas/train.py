@@ -141,11 +141,10 @@ def retrain(
             check_finite(train_loss, "retrain", epoch)
             validation = None
             if rank == 0:  # `model`, never the DDP wrapper: a forward on one rank must not start a collective
-                validation = evaluate_accuracy(model, val_loader, device, amp)
-            # On every rank: reading the rules' feedback is a use, and brsf advances its feedback step at the first
-            # use after an optimizer step; rank 0's validation was one, so every rank needs one to stay in step.
-            alignment = alignment_record(model)
-            val_loss, val_acc = distributed.broadcast(validation)
+                # Neither an eval forward nor alignment() advances a rule's feedback (brsf's step): the ranks
+                # stay in step without doing this work.
+                validation = evaluate_accuracy(model, val_loader, device, amp), alignment_record(model)
+            (val_loss, val_acc), alignment = distributed.broadcast(validation)
             bar.advance(0, f"loss {train_loss:.3f} train {train_acc:.1%} val {val_acc:.1%}")
         result.seconds += time.perf_counter() - started
         record = {"stage": "retrain", "epoch": epoch, "lr": lr, "train_loss": train_loss,
