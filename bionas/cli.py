@@ -269,9 +269,22 @@ def build_app() -> typer.Typer:
     ) -> None:
         """Retrain the searched operations with random rule assignments; compare with the searched rules."""
         from bionas.analysis.study import random_rules, random_rules_markdown
+        from bionas.distributed import world_from_env
+        from bionas.training import resolve_device
 
-        results = random_rules(run_dir, samples, epochs, seed, device, quiet,
+        # Under torchrun each rank retrains every N-th assignment on its own GPU, with no process group:
+        # the retrains are independent, and a later plain run collects them from their checkpoints.
+        world = world_from_env()
+        if world.distributed and resolve_device(device).type == "cuda":
+            device = f"cuda:{world.local_rank}"
+        results = random_rules(run_dir, samples, epochs, seed, device, quiet, rank=world.rank,
+                               world_size=world.world_size,
                                progress=None if quiet else lambda m: err_console.print(m, markup=False))
+        if world.distributed:
+            done = ", ".join(row["assignment"] for row in results["rows"]) or "nothing"
+            typer.echo(f"rank {world.rank} of {world.world_size} retrained: {done}. To collect the table, run "
+                       f"`bionas analyze random-rules {run_dir}` with the same options without torchrun.")
+            return
         typer.echo(random_rules_markdown(results))
 
     @analyze_app.command("alignment")

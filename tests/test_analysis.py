@@ -61,6 +61,24 @@ def test_random_rules_retrains_samples_beside_the_searched_rules(finished_run):
     assert again.exit_code == 0
 
 
+def test_random_rules_spread_over_torchrun_ranks_then_collected(finished_run, monkeypatch):
+    args = ["analyze", "random-rules", str(finished_run), "--samples", "3", "--epochs", "1", "--quiet"]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    spread = runner.invoke(build_app(), args)
+    assert spread.exit_code == 0, spread.output
+    assert "rank 1 of 2 retrained: random-00, random-02." in spread.stdout  # every 2nd, from position 1
+    best = finished_run / "analysis" / "random-rules" / "random-02.safetensors"
+    written = best.stat().st_mtime_ns
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    collected = runner.invoke(build_app(), args)
+    assert collected.exit_code == 0, collected.output
+    data = json.loads((finished_run / "analysis" / "random-rules.json").read_text())
+    assert [r["assignment"] for r in data["rows"]] == ["searched", "random-00", "random-01", "random-02"]
+    assert best.stat().st_mtime_ns == written  # collected from its checkpoint, not retrained
+
+
 def test_alignment_plots_what_the_retrain_logged(finished_run):
     result = runner.invoke(build_app(), ["analyze", "alignment", str(finished_run)])
     assert result.exit_code == 0, result.output
