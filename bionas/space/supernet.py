@@ -83,9 +83,8 @@ class MixedEdge(nn.Module):
 
     def zeros(self, x: torch.Tensor) -> torch.Tensor:
         """Zeros shaped like this edge's output for `x`: nothing active (the zero op, or a row of zero
-        weights, as random search gives the edges it leaves out)."""
-        if True in self.zero:
-            return self.ops[self.zero.index(True)](x)
+        weights, as random search gives the edges it leaves out): what a zero op outputs by its
+        contract, made here without running one."""
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
     def _mix(self, x: torch.Tensor, weights: torch.Tensor, active: tuple) -> torch.Tensor | None:
