@@ -78,6 +78,23 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
+def stem(in_channels: int, channels: int, rule) -> nn.Module:
+    """DARTS's stem: 3x3 conv to `channels`, BatchNorm; learns by `rule`."""
+    return with_rule(nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(channels)), rule)
+
+
+def preprocess(c_prev_prev: int, c_prev: int, channels: int, reduction_prev: bool, rule,
+               affine: bool = True) -> tuple[nn.Module, nn.Module]:
+    """A cell's preprocessing of its two inputs to `channels` (DARTS): the older input by a
+    FactorizedReduce after a reduction cell, else by a 1x1 ReLUConvBN; the newer by a 1x1 ReLUConvBN."""
+    if reduction_prev:
+        first = with_rule(FactorizedReduce(c_prev_prev, channels, affine=affine), rule)
+    else:
+        first = with_rule(ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=affine), rule)
+    return first, with_rule(ReLUConvBN(c_prev, channels, 1, 1, 0, affine=affine), rule)
+
+
 class Normalize(nn.Module):
     """(x - mean) / std per channel, with mean and std as buffers: models take images in [0, 1]."""
 

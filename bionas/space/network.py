@@ -16,12 +16,12 @@ from torch import nn
 
 from bionas.rules import OutputTap
 from bionas.space.blocks import (
-    FactorizedReduce,
     Normalize,
-    ReLUConvBN,
     RuleFactory,
     drop_path,
+    preprocess,
     reduction_cells,
+    stem,
     with_rule,
 )
 from bionas.space.genotype import Edge, Genotype
@@ -54,11 +54,7 @@ class Cell(nn.Module):
         super().__init__()
         registry = registry or get_registry()
         self.reduction = reduction
-        if reduction_prev:
-            self.preprocess0 = with_rule(FactorizedReduce(c_prev_prev, channels), preprocess_rule)
-        else:
-            self.preprocess0 = with_rule(ReLUConvBN(c_prev_prev, channels, 1, 1, 0), preprocess_rule)
-        self.preprocess1 = with_rule(ReLUConvBN(c_prev, channels, 1, 1, 0), preprocess_rule)
+        self.preprocess0, self.preprocess1 = preprocess(c_prev_prev, c_prev, channels, reduction_prev, preprocess_rule)
         self.sources = [edge.source for edge in edges]
         self.concat = list(concat)
         self.ops = nn.ModuleList()
@@ -143,8 +139,7 @@ class Network(nn.Module):
         rules = RuleFactory(registry)
         self.normalize = Normalize(in_channels, mean, std)
         c_stem = stem_multiplier * channels
-        stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
-        self.stem = with_rule(stem, rules(genotype.fixed_rules["stem"]))
+        self.stem = stem(in_channels, c_stem, rules(genotype.fixed_rules["stem"]))
         preprocess_rule = rules(genotype.fixed_rules["preprocess"])
         c_prev_prev, c_prev, c = c_stem, c_stem, channels
         reductions = reduction_cells(cells)

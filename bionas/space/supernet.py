@@ -17,13 +17,13 @@ from torch import nn
 from bionas.errors import SpecError
 from bionas.rules import OutputTap
 from bionas.space.blocks import (
-    FactorizedReduce,
     Normalize,
-    ReLUConvBN,
     channel_shuffle,
     num_edges,
+    preprocess,
     reduction_cells,
     starts_with_relu,
+    stem,
     with_rule,
 )
 from bionas.space.candidates import SearchSpace
@@ -83,9 +83,8 @@ class MixedEdge(nn.Module):
 
     def zeros(self, x: torch.Tensor) -> torch.Tensor:
         """Zeros shaped like this edge's output for `x`: nothing active (the zero op, or a row of zero
-        weights, as random search gives the edges it leaves out)."""
-        if True in self.zero:
-            return self.ops[self.zero.index(True)](x)
+        weights, as random search gives the edges it leaves out): what a zero op outputs by its
+        contract, made here without running one."""
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
     def _mix(self, x: torch.Tensor, weights: torch.Tensor, active: tuple) -> torch.Tensor | None:
@@ -137,12 +136,9 @@ class SearchCell(nn.Module):
         super().__init__()
         self.reduction = reduction
         self.nodes = nodes
-        rule = space.fixed_rule("preprocess")
-        if reduction_prev:
-            self.preprocess0 = with_rule(FactorizedReduce(c_prev_prev, channels, affine=False), rule)
-        else:
-            self.preprocess0 = with_rule(ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False), rule)
-        self.preprocess1 = with_rule(ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False), rule)
+        self.preprocess0, self.preprocess1 = preprocess(
+            c_prev_prev, c_prev, channels, reduction_prev, space.fixed_rule("preprocess"), affine=False
+        )
         self.edges = nn.ModuleList(
             MixedEdge(space, channels, 2 if reduction and source < 2 else 1, partial_channels)
             for node in range(nodes)
@@ -191,8 +187,7 @@ class Supernet(nn.Module):
             raise SpecError(errors)
         self.normalize = Normalize(in_channels, mean, std)
         c_stem = spec.stem_multiplier * spec.channels
-        stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
-        self.stem = with_rule(stem, space.fixed_rule("stem"))
+        self.stem = stem(in_channels, c_stem, space.fixed_rule("stem"))
         c_prev_prev, c_prev, c = c_stem, c_stem, spec.channels
         self.cells = nn.ModuleList()
         reduction_prev = False

@@ -33,6 +33,21 @@ HVP_R = 0.01  # DARTS: eps = 0.01 / |v|
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _virtual_step(weights, grads, buffers, xi: float, momentum: float, weight_decay: float) -> None:
+    """w <- w - xi (momentum * buffer + dL_train/dw + weight_decay * w) in place; None grads and buffers
+    count as 0. Thousands of tensors: one foreach call per operation, the same operations in the same
+    order as per tensor, so the same values bit for bit."""
+    with torch.no_grad():
+        steps = torch._foreach_mul(weights, weight_decay)
+        if has_grad := [i for i, g in enumerate(grads) if g is not None]:
+            torch._foreach_add_([steps[i] for i in has_grad], [grads[i] for i in has_grad])
+        if has_buffer := [i for i, b in enumerate(buffers) if b is not None]:
+            pushes = torch._foreach_mul([buffers[i] for i in has_buffer], momentum)
+            torch._foreach_add_([steps[i] for i in has_buffer], pushes)
+        torch._foreach_mul_(steps, xi)
+        torch._foreach_sub_(weights, steps)
+
+
 def unrolled_arch_gradients(
     loss_fn: LossFn,
     arch: Sequence[torch.Tensor],
@@ -57,29 +72,24 @@ def unrolled_arch_gradients(
     saved = [w.detach().clone() for w in weights]
     try:
         grads = torch.autograd.grad(loss_fn(*train_batch), weights, allow_unused=True)
-        with torch.no_grad():  # w' = w - xi (momentum * buffer + dL_train/dw + weight_decay * w)
-            for w, g, buf in zip(weights, grads, buffers):
-                step = weight_decay * w if g is None else g + weight_decay * w
-                if buf is not None:
-                    step = step + momentum * buf
-                w.sub_(xi * step)
+        _virtual_step(weights, grads, buffers, xi, momentum, weight_decay)
         grads = torch.autograd.grad(loss_fn(*valid_batch), [*arch, *weights], allow_unused=True)
         d_arch = [torch.zeros_like(a) if g is None else g for a, g in zip(arch, grads[: len(arch)])]
         v = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads[len(arch):])]
-        norm = torch.sqrt(sum(g.double().square().sum() for g in v))
+        # |v| in float64 from the per-tensor norms: one call rather than a few ops per tensor
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v, 2, dtype=torch.float64)))
         eps = (r / norm.clamp_min(1e-30)).to(saved[0].dtype)  # a zero v gives a zero correction below
         differences = []
         for sign in (1, -1):
-            with torch.no_grad():
-                for w, w0, g in zip(weights, saved, v):
-                    w.copy_(w0 + sign * eps * g)
+            with torch.no_grad():  # w = w0 + sign * eps * v
+                torch._foreach_copy_(weights, saved)
+                torch._foreach_add_(weights, torch._foreach_mul(v, sign * eps))
             grads = torch.autograd.grad(loss_fn(*train_batch), arch, allow_unused=True)
             differences.append([torch.zeros_like(a) if g is None else g for a, g in zip(arch, grads)])
         return [d - xi * (p - n) / (2 * eps) for d, p, n in zip(d_arch, *differences)]
     finally:
         with torch.no_grad():
-            for w, w0 in zip(weights, saved):
-                w.copy_(w0)
+            torch._foreach_copy_(weights, saved)
 
 
 class Darts(EpochSearch):

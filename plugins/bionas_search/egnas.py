@@ -47,6 +47,13 @@ def candidate_mixing(z: torch.Tensor) -> torch.Tensor:
     return F.softmax(candidate_rows(z), dim=-1)
 
 
+def candidate_weights(z: np.ndarray, shape) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(unit rows u, mixing weights m) per cell type of a CMA-ES sample z (both cell types flattened)."""
+    rows = torch.from_numpy(z).to(torch.float32).view(2, *shape)
+    return ({k: candidate_rows(rows[i]) for i, k in enumerate(CELL_TYPES)},
+            {k: candidate_mixing(rows[i]) for i, k in enumerate(CELL_TYPES)})
+
+
 def similarity(current: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean over cell types of mean over edges of (cos(current row, candidate row) + 1) / 2, in [0, 1]."""
     parts = [((F.cosine_similarity(current[k], candidate[k], dim=-1) + 1) / 2).mean() for k in CELL_TYPES]
@@ -122,51 +129,49 @@ class EGNAS(EpochSearch):
         current = {k: F.softmax(a.float(), dim=-1).cpu() for k, a in alphas.items()}
         shape = current["normal"].shape
         with eval_mode(supernet):
-            current_accuracy = distributed.broadcast(self._accuracy(run, x, y, None))
+            # Each rank has its own BatchNorm statistics: every rank compares with rank 0's accuracy.
+            current_accuracy = distributed.broadcast(self._accuracy(run, x, y))
             noise = torch.randn(2, *shape, generator=generator(seed, epoch, _NOISE), dtype=torch.float64)
             mean = (torch.stack([current[k].double() for k in CELL_TYPES]) + MEAN_NOISE * noise).flatten()
             sigma = max(1.0 / (epoch + 1), o.sigma_min)
-            best = []  # per sampling: (accuracy, fitness, mixing)
+            best = []  # per sampling: (accuracy, fitness, z) of its lowest-fitness candidate
             for sampling in range(o.samplings):
                 cma = CMA(mean=mean.numpy(), sigma=sigma, population_size=o.population,
                           seed=derive_seed(seed, epoch, sampling, _CMA) % 2**32)
                 found = None
                 for _ in range(o.generations):
                     asked = [cma.ask() for _ in range(o.population)]  # the same on every rank (same seed)
-                    fitness_of = self._population_fitness(run, x, y, asked, current, current_accuracy)
-                    solutions = list(zip(asked, fitness_of))
-                    for z, fitness in solutions:
-                        if found is None or fitness < found[0]:
-                            found = (fitness, z)
-                    cma.tell(solutions)
-                fitness, z = found
-                _, mixing = self._fitness(run, x, y, z, current, current_accuracy)
-                best.append((self._accuracy(run, x, y, mixing), fitness, mixing))
-        # Rank 0's scores decide, so every rank applies the same update to its alphas.
-        accuracy_of = distributed.broadcast([b[0] for b in best])
-        winner = max(range(len(best)), key=lambda i: (accuracy_of[i], -i))
-        accuracy, fitness, mixing = accuracy_of[winner], best[winner][1], best[winner][2]
-        update_alphas(alphas, mixing, o.alpha_step)
+                    scores = self._population_fitness(run, x, y, asked, current, current_accuracy)
+                    for z, (fitness, accuracy) in zip(asked, scores):
+                        if found is None or fitness < found[1]:
+                            found = (accuracy, fitness, z)
+                    cma.tell([(z, fitness) for z, (fitness, _) in zip(asked, scores)])
+                best.append(found)
+        # The scores were gathered from the ranks, the same on each: every rank applies the same update.
+        winner = max(range(len(best)), key=lambda i: (best[i][0], -i))
+        accuracy, fitness, z = best[winner]
+        update_alphas(alphas, candidate_weights(z, shape)[1], o.alpha_step)
         return {"sigma": sigma, "current_accuracy": current_accuracy, "best_accuracy": accuracy,
                 "best_fitness": fitness, "sampling": winner}
 
     def _population_fitness(self, run, x, y, population: list[np.ndarray], current, current_accuracy: float):
-        """The fitness of every candidate; in a distributed run each rank scores every world_size-th one."""
+        """(fitness, accuracy) of every candidate; in a distributed run each rank scores every world_size-th one."""
         rank, world_size = run.data.rank, run.data.world_size
-        mine = {i: self._fitness(run, x, y, z, current, current_accuracy)[0]
+        mine = {i: self._fitness(run, x, y, z, current, current_accuracy)
                 for i, z in enumerate(population) if i % world_size == rank}
         scored = {i: f for part in distributed.gather(mine) for i, f in part.items()}
         return [scored[i] for i in range(len(population))]
 
-    def _fitness(self, run, x, y, z: np.ndarray, current, current_accuracy: float):
-        rows = torch.from_numpy(z).to(torch.float32).view(2, *current["normal"].shape)
-        candidate = {k: candidate_rows(rows[i]) for i, k in enumerate(CELL_TYPES)}
-        mixing = {k: candidate_mixing(rows[i]) for i, k in enumerate(CELL_TYPES)}
+    def _fitness(self, run, x, y, z: np.ndarray, current, current_accuracy: float) -> tuple[float, float]:
+        """(compound fitness, accuracy) of candidate z on the batch."""
+        candidate, mixing = candidate_weights(z, current["normal"].shape)
         loss, logits = run.loss_and_logits(x, y, mixing)
-        accuracy = (logits.argmax(1) == y).float().mean().item()
-        sim = similarity(current, candidate).item()
-        return compound_fitness(loss.item(), accuracy, current_accuracy, sim, self.options.similarity_weight), mixing
+        accuracy = (logits.argmax(1) == y).float().mean()
+        loss, accuracy = torch.stack([loss, accuracy]).tolist()  # one device-host sync
+        sim = similarity(current, candidate).item()  # on the host
+        return compound_fitness(loss, accuracy, current_accuracy, sim, self.options.similarity_weight), accuracy
 
-    def _accuracy(self, run, x, y, mixing) -> float:
-        _, logits = run.loss_and_logits(x, y, mixing)
+    def _accuracy(self, run, x, y) -> float:
+        """Accuracy of the current alphas on the batch."""
+        _, logits = run.loss_and_logits(x, y)
         return (logits.argmax(1) == y).float().mean().item()
