@@ -9,7 +9,7 @@ part of mnist5k's training split (3,500 images, halved by SearchData.split),
 `--epochs` epochs with each strategy's published hyperparameters except the
 ones a budget this small needs (batch size; EG-NAS's population, samplings and
 start epoch; random search's number of samples), all printed. Retrain: the
-derived network (bionas.train.retrain: SGD momentum, cosine from `--retrain-lr`,
+derived network (bionas.retrain.retrain: SGD momentum, cosine from `--retrain-lr`,
 no auxiliary head, no drop path, no cutout) on the whole training split, the best epoch chosen on
 the val split, whose weights are then tested once on the test split (1,000
 images). Same seed for every strategy.
@@ -34,7 +34,7 @@ from bionas.data import make_loader  # noqa: E402
 from bionas.search import SearchData, resolve_space  # noqa: E402
 from bionas.space import Network, SearchSpace, Supernet, count_parameters  # noqa: E402
 from bionas.spec import RetrainSpec, SpaceSpec  # noqa: E402
-from bionas.train import retrain  # noqa: E402
+from bionas.retrain import retrain  # noqa: E402
 from bionas.training import evaluate_accuracy, seed_everything  # noqa: E402
 
 SHORT = {"none": "none", "max_pool_3x3": "max", "avg_pool_3x3": "avg", "skip_connect": "skip",
@@ -97,7 +97,7 @@ def main() -> None:
         seed_everything(args.seed)
         space = SearchSpace(resolve_space(space_spec, type(strategy)))
         supernet = Supernet(space, info.num_classes, info.channels, info.mean, info.std)
-        result = strategy.search(supernet, data, device, quiet=True)
+        result = strategy.search(supernet, data, bionas.Runtime(device=device, quiet=True))
         genotype = result.genotype
         print(genotype)
         seed_everything(args.seed)
@@ -105,8 +105,8 @@ def main() -> None:
                         in_channels=info.channels, mean=info.mean, std=info.std, image_size=info.image_size)
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            trained = retrain(model, dataset, recipe, device=device, seed=args.seed, best_path=Path(tmp) / "best",
-                              quiet=True)
+            trained = retrain(model, dataset, recipe, bionas.Runtime(device=device, quiet=True), seed=args.seed,
+                              best_path=Path(tmp) / "best")
             retrain_seconds = time.perf_counter() - started
             model.load_state_dict(load_state(Path(tmp) / "best")[0]["model"])
         _, test_accuracy = evaluate_accuracy(model, make_loader(dataset, "test", 256, train=False), device)

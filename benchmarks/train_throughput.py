@@ -8,7 +8,7 @@ frsf and usf on its searched edges) at the DARTS evaluation size (20 cells, 36
 channels, auxiliary head, drop path 0.2, CIFAR-sized 32x32 input, batch 96), and
 the same genotype with every layer on bp. One training step = forward with the
 auxiliary head, cross-entropy (+ 0.4 x auxiliary), backward, gradient clipping,
-SGD step, exactly as bionas.train does. Rounds alternate the variants (mixed/bp
+SGD step, exactly as bionas.retrain does. Rounds alternate the variants (mixed/bp
 x bf16 on/off), so drifts of the machine hit all alike; the table gives median
 images/second and the ratio mixed/bp measured in the same rounds.
 Target (issue): mixed rules at least 0.9x of bp.
@@ -28,8 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]  # benchmark this checkout
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bionas.pipeline import all_bp  # noqa: E402
-from bionas.space import BIONAS_DARTS, Network  # noqa: E402
+from bionas.space import BIONAS_DARTS, Network, with_backprop  # noqa: E402
 from bionas.training import autocast  # noqa: E402
 
 
@@ -79,7 +78,7 @@ def main() -> None:
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (args.batch,), device=device)
-    models = {"mixed": build(BIONAS_DARTS, args, device), "bp": build(all_bp(BIONAS_DARTS), args, device)}
+    models = {"mixed": build(BIONAS_DARTS, args, device), "bp": build(with_backprop(BIONAS_DARTS), args, device)}
     optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
                   for k, m in models.items()}
     rate = {(k, amp): [] for k in models for amp in args.amp}

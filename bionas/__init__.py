@@ -1,15 +1,24 @@
 """bionas: neural architecture search over (operation, learning rule) edges.
 
-The public API. Plugin authors need `hookimpl`, the base classes and
-`PluginOptions`; users need `list_plugins`, the `get_*` verbs, `convert`,
-`exact_gradients`, `load_spec` and `run`.
+The public API. Plugin authors need `hookimpl`, the base classes, `PluginOptions` and
+the helpers of their kind (`with_rule`, `ReLUFirst`, `FactorizedReduce` for ops;
+`Fractional` for budgets; `EpochSearch`, `SearchRun`, `WeightTrainingOptions`,
+`weight_step`, `optimizer_step` for search strategies; `Runtime`); users need
+`list_plugins`, the `get_*` verbs, `convert`, `exact_gradients`, `load_spec` and `run`.
+
+The imports below follow the layers of docs/architecture.md, lowest first.
 """
 
 from bionas.__about__ import __version__
-from bionas.attacks import Attack
-from bionas.data import Dataset, DatasetInfo
 from bionas.errors import BionasError, DataError, PluginError, SpecError
+from bionas.fractions import Fractional, parse_fraction
 from bionas.plugin import PluginOptions
+from bionas.runtime import Runtime
+from bionas.rules import FeedbackRule, LearningRule, alignment, exact_gradients, hold_feedback
+from bionas.ops import FactorizedReduce, Operation, ReLUFirst, with_rule
+from bionas.data import Dataset, DatasetInfo
+from bionas.attacks import Attack
+from bionas.search import SearchData, SearchResult, SearchStrategy
 from bionas.registry import (
     PluginInfo,
     get_attack,
@@ -20,10 +29,9 @@ from bionas.registry import (
     hookimpl,
     list_plugins,
 )
-from bionas.rules import FeedbackRule, LearningRule, alignment, convert, exact_gradients
-from bionas.search import SearchData, SearchResult, SearchStrategy
-from bionas.space import Operation
 from bionas.spec import load_spec
+from bionas.conversion import convert
+from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, optimizer_step, weight_step
 from bionas.pipeline import RunResult, run
 
 __all__ = [
@@ -40,6 +48,18 @@ __all__ = [
     "DatasetInfo",
     "SearchResult",
     "SearchData",
+    "EpochSearch",
+    "SearchRun",
+    "WeightTrainingOptions",
+    "weight_step",
+    "optimizer_step",
+    "Runtime",
+    "with_rule",
+    "ReLUFirst",
+    "FactorizedReduce",
+    "Fractional",
+    "parse_fraction",
+    "hold_feedback",
     "list_plugins",
     "get_rule",
     "get_op",

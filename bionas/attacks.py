@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -29,6 +29,8 @@ from torch import nn
 
 from bionas.errors import BionasError
 from bionas.plugin import Plugin
+from bionas.rules import exact_gradients
+from bionas.training import eval_mode
 
 WHITE_BOX_EXACT = "white-box (exact gradients)"
 WHITE_BOX_RULE = "white-box (rule gradients)"
@@ -76,6 +78,10 @@ class Attack(Plugin):
     * `budget`: the option an eps sweep sets ("eps"), or another budget ("pixels"), or None;
     * `work_unit`: what `work` counts;
     * `one_step`: a single-step attack (FGSM), compared against iterative ones.
+
+    An attack crafted on another model (transfer) says so with `needs_surrogate`; the
+    pipeline then trains one (the same genotype with backprop) and hands it over with
+    `with_surrogate(model, label)`.
     """
 
     kind: ClassVar[str] = "attack"
@@ -131,6 +137,16 @@ class Attack(Plugin):
         """The attack's own seed option (0 when it has none); mixed into every run's seed."""
         return getattr(self.options, "seed", 0)
 
+    @property
+    def needs_surrogate(self) -> bool:
+        """True when the attack crafts its examples on a surrogate model it has not been given."""
+        return False
+
+    def with_surrogate(self, model: nn.Module, label: str | None = None) -> Attack:
+        """The attack with `model` as its surrogate (`label` names it in reports); an attack that
+        takes no surrogate returns itself."""
+        return self
+
     def with_options(self, **changes: Any) -> Attack:
         """A copy with some options changed (validated); other attributes (a surrogate) are kept."""
         new = copy.copy(self)
@@ -152,7 +168,7 @@ class Attack(Plugin):
             seed = self.seed
         x = images.detach().clone()
         y = labels.detach().to(images.device)
-        with model_mode(model):
+        with eval_mode(model):
             if type(self).__call__ is not Attack.__call__:  # a plugin that implements __call__ only
                 adversarial = self(model, x, y)
                 work = torch.full((len(x),), float("nan"))
@@ -205,26 +221,12 @@ def check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
         )
 
 
-@contextlib.contextmanager
-def model_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the duration; afterwards every module is back in its own previous mode."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
 def gradient_context(model: nn.Module, gradient: str):
     """The context a forward and backward run in: exact -> `exact_gradients(model)`; rule -> as trained."""
     if gradient == "rule":
         return contextlib.nullcontext()
     if gradient != "exact":
         raise AttackError(f"gradient must be 'exact' or 'rule', got {gradient!r}")
-    from bionas.rules import exact_gradients
-
     return exact_gradients(model)
 
 

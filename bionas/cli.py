@@ -1,4 +1,8 @@
-"""The `bionas` command (Typer). Every command reports bionas errors as a message and an exit code."""
+"""The `bionas` command (Typer): its commands at module level, assembled by `build_app`.
+
+Every command reports bionas errors as a message and an exit code. Plugins add
+commands through bionas.typer_adapter, which keeps them from replacing built-ins.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,23 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from bionas import robustness
 from bionas.__about__ import PROJECT, __version__
+from bionas.analysis.study import (
+    alignment_over_training,
+    gradvar,
+    gradvar_markdown,
+    random_rules,
+    random_rules_markdown,
+)
+from bionas.distributed import world_from_env
 from bionas.errors import BionasError
-from bionas.registry import KINDS, command_name, get_registry
+from bionas.pipeline import print_summary
+from bionas.pipeline import run as run_pipeline
+from bionas.registry import KINDS, get_registry
+from bionas.spec import load_spec, spec_json_schema
+from bionas.training import resolve_device
+from bionas.typer_adapter import add_plugin_commands
 
 console = Console()
 err_console = Console(stderr=True)
@@ -68,6 +86,192 @@ def _report_plugin_problems() -> None:
         warn(conflict)
 
 
+# -- the commands ---------------------------------------------------------------------------------
+
+
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    _report_plugin_problems()
+
+
+def plugins_list(
+    kind: Optional[str] = typer.Option(None, "--kind", help=f"Only one kind: {', '.join(KINDS)}."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List registered plugins: name, kind, description, distribution, version."""
+    registry = get_registry()
+    infos = registry.list(kind)
+    if as_json:
+        payload = {
+            "plugins": [info.as_dict() for info in infos],
+            "problems": [vars(problem) for problem in registry.problems],
+            "conflicts": registry.conflicts(),
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    table = Table("name", "kind", "description", "distribution", "version")
+    for info in infos:
+        table.add_row(info.name, info.kind, info.description, info.distribution, info.version)
+    console.print(table)
+
+
+def validate(spec: SpecFile) -> None:
+    """Validate a spec: exit 0 and 'valid', or exit 2 and one line per error."""
+    load_spec(spec)
+    typer.echo("valid")
+
+
+def schema() -> None:
+    """Print the JSON schema of a spec, with the options of every installed plugin."""
+    typer.echo(json.dumps(spec_json_schema(), indent=2))
+
+
+def _run_stages(spec: Path, out, resume: bool, device, quiet: bool, stages=None, overrides=None) -> None:
+    overrides = {**(overrides or {}), **({"device": device} if device else {})}
+    result = run_pipeline(load_spec(spec, overrides=overrides), out, resume=resume, quiet=quiet, stages=stages)
+    if world_from_env().is_main:  # under torchrun, rank 0 reports
+        print_summary(result, console)
+
+
+def run(spec: SpecFile, out: OutDir = None, resume: Resume = False, device: SpecDevice = None,
+        quiet: Quiet = False) -> None:
+    """Run a spec: search -> genotype -> retrain -> test -> attacks -> report."""
+    _run_stages(spec, out, resume, device, quiet)
+
+
+def search(spec: SpecFile, out: OutDir = None, resume: Resume = False, device: SpecDevice = None,
+           quiet: Quiet = False) -> None:
+    """Run only the search stage of a spec; writes genotype.json."""
+    _run_stages(spec, out, resume, device, quiet, stages=["search"])
+
+
+def train(
+    spec: SpecFile,
+    genotype: Optional[Path] = typer.Option(
+        None, "--genotype", help="genotype.json to retrain (replaces the spec's search or genotype)."
+    ),
+    out: OutDir = None,
+    resume: Resume = False,
+    device: SpecDevice = None,
+    quiet: Quiet = False,
+) -> None:
+    """Retrain a genotype by the spec's recipe, then test it (and attack it, if the spec says so)."""
+    overrides = {"genotype": str(genotype), "search": None} if genotype else None
+    _run_stages(spec, out, resume, device, quiet, stages=["retrain", "attacks"], overrides=overrides)
+
+
+def attack(
+    target: Path = typer.Argument(..., help="Checkpoint or run directory of the model to attack."),
+    attacks: list[str] = typer.Option(
+        ..., "--attack", help="Attack name, repeatable: fgsm, pgd, apgd, square, onepixel, transfer, or a plugin's."
+    ),
+    eps: list[str] = typer.Option(
+        [], "--eps", help="Budget such as 8/255 or 0.3; repeat for a sweep. Default: each attack's own."
+    ),
+    points: int = typer.Option(1000, "--points", min=0, help="Attack the first N test points; 0 = all."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Batch size of the attacks."),
+    gradient: GradientSource = typer.Option(
+        GradientSource.exact,
+        "--gradient",
+        help="Gradient source of gradient attacks: exact (true gradient) or rule (the learning rules' "
+        "feedback path: a separate threat model, not a robustness claim).",
+    ),
+    surrogate: Optional[Path] = typer.Option(
+        None, "--surrogate", help="Checkpoint or run directory of the surrogate, for attacks that take one "
+        "(transfer)."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of every random choice of the attacks."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Where robustness.json and robustness.png go (default: TARGET's attacks/ folder)."
+    ),
+    device: Device = "auto",
+) -> None:
+    """Attack a trained model: print the robustness table, write it as JSON and a PNG curve."""
+    loaded = robustness.load_target(target)
+    items = []
+    for name in attacks:
+        cls = get_registry().get_class("attack", name)
+        options = {}
+        if "gradient" in cls.Options.model_fields:
+            options["gradient"] = gradient.value
+        if surrogate is not None and "surrogate" in cls.Options.model_fields:
+            options["surrogate"] = str(surrogate)
+        items.append((name, options))
+    if surrogate is not None and not any("surrogate" in options for _, options in items):
+        warn(f"--surrogate is ignored: none of the attacks ({', '.join(attacks)}) takes a surrogate")
+    data = loaded.data
+    images, labels = data if isinstance(data, tuple) else (data, None)
+    report = robustness.evaluate_robustness(
+        loaded.model,
+        images,
+        labels,
+        items,
+        eps_sweep=eps or None,
+        points=points or None,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        name=loaded.name,
+        progress=lambda message: err_console.print(f"attacking: {message}", highlight=False),
+    )
+    out_dir = out or (target if target.is_dir() else target.parent) / "attacks"
+    json_path = report.save_json(out_dir / "robustness.json")
+    png_path = report.plot(out_dir / "robustness.png")
+    typer.echo(report.markdown())
+    for flag in report.flags:
+        if flag.claim:  # rule-gradient flags are findings about that threat model, listed in the table
+            warn(f"possible gradient masking: {flag.message}")
+    typer.echo(f"wrote {json_path} and {png_path}")
+
+
+def analyze_gradvar(
+    run_dir: RunDir,
+    batches: int = typer.Option(16, "--batches", min=2, help="Minibatches the variance is taken across."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the retrain batch."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the minibatch draw."),
+    device: Device = "auto",
+) -> None:
+    """Gradient variance of the searched rules against each single rule, on the same batches."""
+    typer.echo(gradvar_markdown(gradvar(run_dir, batches, batch_size, seed, device)))
+
+
+def analyze_random_rules(
+    run_dir: RunDir,
+    samples: int = typer.Option(10, "--samples", min=1, help="Random rule assignments to retrain."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Retrain budget (default: the run's)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the assignments."),
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Retrain the searched operations with random rule assignments; compare with the searched rules."""
+    # Under torchrun each rank retrains every N-th assignment on its own GPU, with no process group:
+    # the retrains are independent, and a later plain run collects them from their checkpoints.
+    world = world_from_env()
+    if world.distributed and resolve_device(device).type == "cuda":
+        device = f"cuda:{world.local_rank}"
+    results = random_rules(run_dir, samples, epochs, seed, device, quiet, rank=world.rank,
+                           world_size=world.world_size,
+                           progress=None if quiet else lambda m: err_console.print(m, markup=False))
+    if world.distributed:
+        done = ", ".join(row["assignment"] for row in results["rows"]) or "nothing"
+        typer.echo(f"rank {world.rank} of {world.world_size} retrained: {done}. To collect the table, run "
+                   f"`bionas analyze random-rules {run_dir}` with the same options without torchrun.")
+        return
+    typer.echo(random_rules_markdown(results))
+
+
+def analyze_alignment(run_dir: RunDir) -> None:
+    """Plot each rule layer's feedback alignment over the retrain epochs (from metrics.jsonl)."""
+    alignment_over_training(run_dir)
+    typer.echo(f"wrote {run_dir / 'analysis' / 'alignment.png'} and alignment.json")
+
+
+# -- the app --------------------------------------------------------------------------------------
+
+
 def build_app() -> typer.Typer:
     """The root app with the built-in commands, then the commands plugins add."""
     app = typer.Typer(
@@ -79,224 +283,18 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         rich_markup_mode="rich",
     )
-
-    @app.callback()
-    def root(
-        version: bool = typer.Option(
-            False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-        ),
-    ) -> None:
-        _report_plugin_problems()
-
+    app.callback()(root)
     plugins_app = typer.Typer(help="Inspect the installed plugins.", no_args_is_help=True)
+    plugins_app.command("list")(plugins_list)
     app.add_typer(plugins_app, name="plugins")
-
-    @plugins_app.command("list")
-    def plugins_list(
-        kind: Optional[str] = typer.Option(None, "--kind", help=f"Only one kind: {', '.join(KINDS)}."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    ) -> None:
-        """List registered plugins: name, kind, description, distribution, version."""
-        registry = get_registry()
-        infos = registry.list(kind)
-        if as_json:
-            payload = {
-                "plugins": [info.as_dict() for info in infos],
-                "problems": [vars(problem) for problem in registry.problems],
-                "conflicts": registry.conflicts(),
-            }
-            typer.echo(json.dumps(payload, indent=2))
-            return
-        table = Table("name", "kind", "description", "distribution", "version")
-        for info in infos:
-            table.add_row(info.name, info.kind, info.description, info.distribution, info.version)
-        console.print(table)
-
-    @app.command()
-    def validate(spec: SpecFile) -> None:
-        """Validate a spec: exit 0 and 'valid', or exit 2 and one line per error."""
-        from bionas.spec import load_spec
-
-        load_spec(spec)
-        typer.echo("valid")
-
-    @app.command()
-    def schema() -> None:
-        """Print the JSON schema of a spec, with the options of every installed plugin."""
-        from bionas.spec import spec_json_schema
-
-        typer.echo(json.dumps(spec_json_schema(), indent=2))
-
-    def run_stages(spec: Path, out, resume: bool, device, quiet: bool, stages=None, overrides=None) -> None:
-        from bionas.pipeline import print_summary
-        from bionas.pipeline import run as run_pipeline
-        from bionas.spec import load_spec
-
-        overrides = {**(overrides or {}), **({"device": device} if device else {})}
-        from bionas.distributed import world_from_env
-
-        result = run_pipeline(load_spec(spec, overrides=overrides), out, resume=resume, quiet=quiet, stages=stages)
-        if world_from_env().is_main:  # under torchrun, rank 0 reports
-            print_summary(result, console)
-
-    @app.command()
-    def run(
-        spec: SpecFile,
-        out: OutDir = None,
-        resume: Resume = False,
-        device: SpecDevice = None,
-        quiet: Quiet = False,
-    ) -> None:
-        """Run a spec: search -> genotype -> retrain -> test -> attacks -> report."""
-        run_stages(spec, out, resume, device, quiet)
-
-    @app.command()
-    def search(
-        spec: SpecFile,
-        out: OutDir = None,
-        resume: Resume = False,
-        device: SpecDevice = None,
-        quiet: Quiet = False,
-    ) -> None:
-        """Run only the search stage of a spec; writes genotype.json."""
-        run_stages(spec, out, resume, device, quiet, stages=["search"])
-
-    @app.command()
-    def train(
-        spec: SpecFile,
-        genotype: Optional[Path] = typer.Option(
-            None, "--genotype", help="genotype.json to retrain (replaces the spec's search or genotype)."
-        ),
-        out: OutDir = None,
-        resume: Resume = False,
-        device: SpecDevice = None,
-        quiet: Quiet = False,
-    ) -> None:
-        """Retrain a genotype by the spec's recipe, then test it (and attack it, if the spec says so)."""
-        overrides = {"genotype": str(genotype), "search": None} if genotype else None
-        run_stages(spec, out, resume, device, quiet, stages=["retrain", "attacks"], overrides=overrides)
-
-    @app.command("attack")
-    def attack_command(
-        target: Path = typer.Argument(..., help="Checkpoint or run directory of the model to attack."),
-        attacks: list[str] = typer.Option(
-            ..., "--attack", help="Attack name, repeatable: fgsm, pgd, apgd, square, onepixel, transfer, or a plugin's."
-        ),
-        eps: list[str] = typer.Option(
-            [], "--eps", help="Budget such as 8/255 or 0.3; repeat for a sweep. Default: each attack's own."
-        ),
-        points: int = typer.Option(1000, "--points", min=0, help="Attack the first N test points; 0 = all."),
-        batch_size: int = typer.Option(256, "--batch-size", min=1, help="Batch size of the attacks."),
-        gradient: GradientSource = typer.Option(
-            GradientSource.exact,
-            "--gradient",
-            help="Gradient source of gradient attacks: exact (true gradient) or rule (the learning rules' "
-            "feedback path: a separate threat model, not a robustness claim).",
-        ),
-        surrogate: Optional[Path] = typer.Option(
-            None, "--surrogate", help="Checkpoint or run directory of the surrogate, for attacks that take one "
-            "(transfer)."
-        ),
-        seed: int = typer.Option(0, "--seed", min=0, help="Seed of every random choice of the attacks."),
-        out: Optional[Path] = typer.Option(
-            None, "--out", help="Where robustness.json and robustness.png go (default: TARGET's attacks/ folder)."
-        ),
-        device: Device = "auto",
-    ) -> None:
-        """Attack a trained model: print the robustness table, write it as JSON and a PNG curve."""
-        from bionas import robustness
-
-        loaded = robustness.load_target(target)
-        items = []
-        for name in attacks:
-            cls = get_registry().get_class("attack", name)
-            options = {}
-            if "gradient" in cls.Options.model_fields:
-                options["gradient"] = gradient.value
-            if surrogate is not None and "surrogate" in cls.Options.model_fields:
-                options["surrogate"] = str(surrogate)
-            items.append((name, options))
-        if surrogate is not None and not any("surrogate" in options for _, options in items):
-            warn(f"--surrogate is ignored: none of the attacks ({', '.join(attacks)}) takes a surrogate")
-        data = loaded.data
-        images, labels = data if isinstance(data, tuple) else (data, None)
-        report = robustness.evaluate_robustness(
-            loaded.model,
-            images,
-            labels,
-            items,
-            eps_sweep=eps or None,
-            points=points or None,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            name=loaded.name,
-            progress=lambda message: err_console.print(f"attacking: {message}", highlight=False),
-        )
-        out_dir = out or (target if target.is_dir() else target.parent) / "attacks"
-        json_path = report.save_json(out_dir / "robustness.json")
-        png_path = report.plot(out_dir / "robustness.png")
-        typer.echo(report.markdown())
-        for flag in report.flags:
-            if flag.claim:  # rule-gradient flags are findings about that threat model, listed in the table
-                warn(f"possible gradient masking: {flag.message}")
-        typer.echo(f"wrote {json_path} and {png_path}")
-
+    for command in (validate, schema, run, search, train, attack):
+        app.command()(command)
     analyze_app = typer.Typer(help="The paper's studies on a finished run directory.", no_args_is_help=True)
+    analyze_app.command("gradvar")(analyze_gradvar)
+    analyze_app.command("random-rules")(analyze_random_rules)
+    analyze_app.command("alignment")(analyze_alignment)
     app.add_typer(analyze_app, name="analyze")
-
-    @analyze_app.command("gradvar")
-    def analyze_gradvar(
-        run_dir: RunDir,
-        batches: int = typer.Option(16, "--batches", min=2, help="Minibatches the variance is taken across."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the retrain batch."),
-        seed: int = typer.Option(0, "--seed", min=0, help="Seed of the minibatch draw."),
-        device: Device = "auto",
-    ) -> None:
-        """Gradient variance of the searched rules against each single rule, on the same batches."""
-        from bionas.analysis.study import gradvar, gradvar_markdown
-
-        typer.echo(gradvar_markdown(gradvar(run_dir, batches, batch_size, seed, device)))
-
-    @analyze_app.command("random-rules")
-    def analyze_random_rules(
-        run_dir: RunDir,
-        samples: int = typer.Option(10, "--samples", min=1, help="Random rule assignments to retrain."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Retrain budget (default: the run's)."),
-        seed: int = typer.Option(0, "--seed", min=0, help="Seed of the assignments."),
-        device: Device = "auto",
-        quiet: Quiet = False,
-    ) -> None:
-        """Retrain the searched operations with random rule assignments; compare with the searched rules."""
-        from bionas.analysis.study import random_rules, random_rules_markdown
-        from bionas.distributed import world_from_env
-        from bionas.training import resolve_device
-
-        # Under torchrun each rank retrains every N-th assignment on its own GPU, with no process group:
-        # the retrains are independent, and a later plain run collects them from their checkpoints.
-        world = world_from_env()
-        if world.distributed and resolve_device(device).type == "cuda":
-            device = f"cuda:{world.local_rank}"
-        results = random_rules(run_dir, samples, epochs, seed, device, quiet, rank=world.rank,
-                               world_size=world.world_size,
-                               progress=None if quiet else lambda m: err_console.print(m, markup=False))
-        if world.distributed:
-            done = ", ".join(row["assignment"] for row in results["rows"]) or "nothing"
-            typer.echo(f"rank {world.rank} of {world.world_size} retrained: {done}. To collect the table, run "
-                       f"`bionas analyze random-rules {run_dir}` with the same options without torchrun.")
-            return
-        typer.echo(random_rules_markdown(results))
-
-    @analyze_app.command("alignment")
-    def analyze_alignment(run_dir: RunDir) -> None:
-        """Plot each rule layer's feedback alignment over the retrain epochs (from metrics.jsonl)."""
-        from bionas.analysis.study import alignment_over_training
-
-        alignment_over_training(run_dir)
-        typer.echo(f"wrote {run_dir / 'analysis' / 'alignment.png'} and alignment.json")
-
-    builtin = {command_name(item) for item in app.registered_commands + app.registered_groups}
-    get_registry().add_commands(app, builtin, warn)
+    add_plugin_commands(app, get_registry(), warn)
     return app
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from bionas.training import resolve_device
 
@@ -138,8 +139,6 @@ def data_parallel(network: torch.nn.Module, device: torch.device) -> torch.nn.Mo
     """
     if not active():
         return network
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(TrainForward(network), device_ids=ids, find_unused_parameters=True,
                                    broadcast_buffers=True)

@@ -37,6 +37,12 @@ class CheckpointError(BionasError):
     """A checkpoint that cannot be written, read or applied."""
 
 
+def one_line(exc: BaseException) -> str:
+    """`ValueError: the first line of its message`: an exception in a report of problems."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def format_pydantic_errors(error, prefix: str = "") -> list[str]:
     """One line per pydantic error, located at its full dotted path under `prefix`.
 

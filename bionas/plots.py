@@ -11,16 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 
 def figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7, 4.5)):
     """(figure, 2-D array of axes)."""
+    # matplotlib costs about a quarter of torch's import time: only runs that plot pay it.
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=size)
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 
-def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+def save(fig, path: str | Path, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

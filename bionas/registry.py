@@ -30,12 +30,12 @@ import pluggy
 from bionas import hookspecs
 from bionas.__about__ import PROJECT
 from bionas.attacks import Attack
-from bionas.data import Dataset
-from bionas.errors import PluginError
+from bionas.data.base import Dataset
+from bionas.errors import PluginError, one_line
+from bionas.ops import Operation
 from bionas.plugin import Plugin, check_plugin_class
-from bionas.rules import LearningRule
-from bionas.search import SearchStrategy
-from bionas.space import Operation
+from bionas.rules.base import LearningRule
+from bionas.search.base import SearchStrategy
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -110,11 +110,6 @@ class _Source:
     version: str
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
@@ -136,7 +131,7 @@ class Registry:
         self._distributions = distributions
         self._load_entry_points()
         self._build_tables()
-        self._raise_if_strict()
+        self.raise_if_strict()
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -146,11 +141,11 @@ class Registry:
         return self._load_problems + self._table_problems
 
     def _problem(self, source: _Source, reason: str, at_load: bool = True) -> None:
-        # Only recorded: raising here would leave the tables half-built (see _raise_if_strict).
+        # Only recorded: raising here would leave the tables half-built (see raise_if_strict).
         problem = PluginProblem(source.name, source.distribution, source.version, reason)
         (self._load_problems if at_load else self._table_problems).append(problem)
 
-    def _raise_if_strict(self) -> None:
+    def raise_if_strict(self) -> None:
         if self.strict and self.problems:
             raise PluginError(f"{self.problems[0]} ({STRICT_ENV} is set)")
 
@@ -177,7 +172,7 @@ class Registry:
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not take the others down
-                self._problem(source, f"import of '{ep.value}' failed: {_one_line(exc)}")
+                self._problem(source, f"import of '{ep.value}' failed: {one_line(exc)}")
                 continue
             self._add(plugin, source)
 
@@ -187,7 +182,7 @@ class Registry:
         try:
             self.pm.register(plugin, name=source.name)
         except Exception as exc:
-            self._problem(source, f"not a valid plugin: {_one_line(exc)}")
+            self._problem(source, f"not a valid plugin: {one_line(exc)}")
             return
         self._sources[source.name] = source
 
@@ -199,7 +194,7 @@ class Registry:
         self._add(plugin, _Source(name, "(in-process)", "-"))
         self._build_tables()
         try:
-            self._raise_if_strict()
+            self.raise_if_strict()
         except PluginError:
             self.unregister_plugin(name)  # leave the registry as it was, without the refused plugin
             raise
@@ -224,7 +219,7 @@ class Registry:
                 try:
                     impl.function(register=partial(self._register_class, kind, source))
                 except Exception as exc:
-                    self._problem(source, f"{kind.hook} failed: {_one_line(exc)}", at_load=False)
+                    self._problem(source, f"{kind.hook} failed: {one_line(exc)}", at_load=False)
 
     def _register_class(self, kind: Kind, source: _Source, cls: type) -> None:
         try:
@@ -244,8 +239,14 @@ class Registry:
     # -- queries -----------------------------------------------------------------------------
 
     def list(self, kind: str | None = None) -> list[PluginInfo]:
+        """Registered plugins by kind, then name."""
         kinds = [check_kind(kind)] if kind else list(KINDS)
         return [info for k in kinds for _, info in sorted(self._tables[k].items())]
+
+    def in_registration_order(self, kind: str) -> list[PluginInfo]:
+        """The plugins of one kind in the order their plugins registered them (entry points in the order
+        Python lists them, each plugin's classes in its own order): the order of the default space."""
+        return list(self._tables[check_kind(kind)].values())
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._tables[check_kind(kind)])
@@ -272,35 +273,13 @@ class Registry:
             for (kind, name), infos in sorted(self._conflicts.items())
         ]
 
-    def add_commands(self, app, builtin: set[str], warn: Callable[[str], None]) -> None:
-        """Let plugins add commands to the typer app; a built-in name can't be replaced."""
-        for impl in self.pm.hook.bionas_register_commands.get_hookimpls():
-            before_commands = len(app.registered_commands)
-            before_groups = len(app.registered_groups)
-            try:
-                impl.function(app=app)
-            except Exception as exc:
-                self._problem(self._sources[impl.plugin_name], f"adding commands failed: {_one_line(exc)}")
-                continue
-            new_commands = app.registered_commands[before_commands:]
-            new_groups = app.registered_groups[before_groups:]
-            for item in new_commands + new_groups:
-                name = command_name(item)
-                if name in builtin:
-                    warn(f"plugin '{impl.plugin_name}' tried to replace the built-in command '{name}'; ignored")
-                    (app.registered_commands if item in new_commands else app.registered_groups).remove(item)
-        self._raise_if_strict()
+    def command_hooks(self) -> list[tuple[str, Callable[..., None]]]:
+        """(plugin name, its bionas_register_commands function) of every plugin that adds commands."""
+        return [(impl.plugin_name, impl.function) for impl in self.pm.hook.bionas_register_commands.get_hookimpls()]
 
-
-def command_name(item) -> str:
-    """The CLI name typer gives a registered command or group."""
-    if getattr(item, "name", None):
-        return item.name
-    typer_instance = getattr(item, "typer_instance", None)
-    if typer_instance is not None and typer_instance.info.name:
-        return typer_instance.info.name
-    callback = getattr(item, "callback", None)
-    return callback.__name__.replace("_", "-") if callback else ""
+    def add_problem(self, plugin: str, reason: str) -> None:
+        """Record a problem of a registered plugin found outside the registry (adding its commands failed)."""
+        self._problem(self._sources[plugin], reason)
 
 
 def check_kind(kind: str) -> str:

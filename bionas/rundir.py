@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bionas.errors import BionasError
 
 
@@ -71,8 +73,6 @@ def provenance(plugin_infos: Iterable) -> dict[str, Any]:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
             return None
-
-    import torch
 
     return {
         "python": platform.python_version(),

@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -31,40 +29,39 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bionas.errors import BionasError, PluginError, SpecError, format_pydantic_errors
+from bionas.fractions import Fractional, parse_fraction
 from bionas.registry import Registry, get_registry
-
-# DARTS's eight operations and the paper's four rules (REFERENCES.md, "The method").
-DARTS_OPS = [
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-]
-PAPER_RULES = ["usf", "brsf", "frsf", "fa"]
-# The paper's space has no (skip_connect, fa): LR-NAS BioNAS-DARTS/genotypes.py PRIMITIVES lists
-# skip_connect only with usf, frsf and brsf, which with the rest makes its 22 candidates.
-DEFAULT_EXCLUDE = [("skip_connect", "fa")]
-
+from bionas.rules.refs import rule_name
+from bionas.search.base import resolve_space
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-def parse_fraction(value: Any) -> float:
-    """`8/255`, `"0.3"` or `0.3` -> float; used for attack budgets written as k/255."""
-    if isinstance(value, str):
-        try:
-            return float(Fraction(value.strip()))
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}") from None
-    return value
+# -- the default search space: data the op and rule plugins own (DARTS's eight ops, the paper's four
+# rules, (skip_connect, fa) excluded, bp on the fixed layers, from the first-party plugins) ----------
 
 
-Fractional = Annotated[float, BeforeValidator(parse_fraction), Field(ge=0)]
+def default_ops(registry: Registry | None = None) -> list[str]:
+    """The ops of the default space: those whose class sets `default_space`, in registration order."""
+    return [i.name for i in (registry or get_registry()).in_registration_order("op") if i.cls.default_space]
+
+
+def default_rules(registry: Registry | None = None) -> list[str]:
+    """The searched rules of the default space: `default_candidate` rules, in registration order."""
+    return [i.name for i in (registry or get_registry()).in_registration_order("rule") if i.cls.default_candidate]
+
+
+def default_exclude(ops: list[str], rules: list[str], registry: Registry | None = None) -> list[tuple[str, str]]:
+    """The (op, rule) pairs listed ops exclude by default (`default_exclude`) where the rule is listed too."""
+    return [(info.name, rule) for info in (registry or get_registry()).in_registration_order("op")
+            if info.name in ops for rule in info.cls.default_exclude if rule in rules]
+
+
+def default_fixed_rule(registry: Registry | None = None) -> str | None:
+    """The rule of the fixed layers by default: the first rule marked `backprop` (bp), else None: plain
+    layers, which learn by backprop without a rule plugin."""
+    return next((i.name for i in (registry or get_registry()).in_registration_order("rule") if i.cls.backprop), None)
 
 
 class PluginRef(Section):
@@ -80,34 +77,44 @@ class PluginRef(Section):
 
 
 class FixedRules(Section):
-    """Rules of the layers outside searched edges; recorded in the genotype."""
+    """Rules of the layers outside searched edges; recorded in the genotype. null: plain layers (backprop).
 
-    stem: PluginRef = Field(default="bp", description="Rule of the stem convolution.")
-    preprocess: PluginRef = Field(
-        default="bp", description="Rule of each cell's input preprocessing (1x1 convs, FactorizedReduce)."
+    The default is the installed rule marked as backprop (bp), or null when there is none."""
+
+    stem: PluginRef | None = Field(default_factory=default_fixed_rule, description="Rule of the stem convolution.")
+    preprocess: PluginRef | None = Field(
+        default_factory=default_fixed_rule,
+        description="Rule of each cell's input preprocessing (1x1 convs, FactorizedReduce).",
     )
-    classifier: PluginRef = Field(default="bp", description="Rule of the final linear classifier.")
-    auxiliary: PluginRef = Field(default="bp", description="Rule of the auxiliary head's layers.")
+    classifier: PluginRef | None = Field(
+        default_factory=default_fixed_rule, description="Rule of the final linear classifier."
+    )
+    auxiliary: PluginRef | None = Field(
+        default_factory=default_fixed_rule, description="Rule of the auxiliary head's layers."
+    )
 
 
 class SpaceSpec(Section):
     """The search space: candidate (operation, rule) pairs on every edge of the DARTS cell."""
 
     ops: list[str] = Field(
-        default_factory=lambda: list(DARTS_OPS),
+        default_factory=default_ops,
         min_length=1,
-        description="Operations on each edge. Parametric ones appear once per rule, parameter-free ones once.",
+        description="Operations on each edge. Parametric ones appear once per rule, parameter-free ones once. "
+        "Default: the installed ops that belong to the default space (DARTS's eight).",
     )
     rules: list[PluginRef] = Field(
-        default_factory=lambda: list(PAPER_RULES),
+        default_factory=default_rules,
         min_length=1,
-        description="Learning rules a parametric operation may learn by (any registered rule).",
+        description="Learning rules a parametric operation may learn by (any registered rule). Default: the "
+        "installed rules that are default candidates (the paper's usf, brsf, frsf, fa).",
     )
     fixed_rules: FixedRules = Field(default_factory=FixedRules, description="Rules of the non-searched layers.")
     exclude: list[tuple[str, str]] = Field(
-        default_factory=lambda: list(DEFAULT_EXCLUDE),
+        default_factory=lambda: default_exclude(default_ops(), default_rules()),
         description="(op, rule) pairs removed from the joint space (every listed variant of that rule). A pair "
-        "given here must name a listed op and rule; the default only applies where both are listed.",
+        "given here must name a listed op and rule; the default: the pairs the listed ops exclude (skip_connect: "
+        "fa), where both are listed.",
     )
     channels: int = Field(default=16, gt=0, description="Initial channels of the supernet (DARTS: 16).")
     cells: int = Field(default=8, gt=0, description="Cells of the supernet (DARTS: 8).")
@@ -153,23 +160,30 @@ class SpaceSpec(Section):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _default_exclude_where_it_applies(cls, data: Any, handler) -> SpaceSpec:
-        """The default pair is dropped when its op or rule is not listed (rules: [bp] stays valid)."""
+    def _defaults_of_the_installed_plugins(cls, data: Any, handler) -> SpaceSpec:
+        """A default list left empty (its plugins disabled) is an error that says so; the default excluded
+        pairs are those of the listed ops and rules (rules: [bp] stays valid)."""
+        if isinstance(data, dict):
+            missing = [(field, message) for field, message, default in (("ops", NO_DEFAULT_OPS, default_ops),
+                                                                         ("rules", NO_DEFAULT_RULES, default_rules))
+                       if field not in data and not default()]
+            if missing:
+                details = [InitErrorDetails(type=PydanticCustomError("no_default", message), loc=(field,), input=None)
+                           for field, message in missing]
+                raise ValidationError.from_exception_data("SpaceSpec", details)
         if isinstance(data, dict) and "exclude" not in data:
-            ops = data.get("ops", DARTS_OPS)
-            rules = data.get("rules", PAPER_RULES)
+            ops = data["ops"] if "ops" in data else default_ops()
+            rules = data["rules"] if "rules" in data else default_rules()
             # Anything else (null, a number) is left for the field's own "valid list" error.
             if isinstance(ops, (list, tuple)) and isinstance(rules, (list, tuple)):
-                names = [_rule_name(r) for r in rules]
-                data = {**data, "exclude": [pair for pair in DEFAULT_EXCLUDE if pair[0] in ops and pair[1] in names]}
+                data = {**data, "exclude": default_exclude(ops, [rule_name(r) for r in rules])}
         return handler(data)
 
 
-def _rule_name(rule: Any) -> Any:
-    """The name in a rule reference as written: "fa", {name: fa, ...} or a PluginRef."""
-    if isinstance(rule, dict):
-        return rule.get("name")
-    return getattr(rule, "name", rule)
+NO_DEFAULT_OPS = ("no installed op is in the default search space (is the plugin package of its ops disabled?): "
+                  "list the ops to search here (bionas plugins list --kind op)")
+NO_DEFAULT_RULES = ("no installed rule is a default search candidate (is the plugin package of its rules disabled?): "
+                    "list the rules to search here (bionas plugins list --kind rule)")
 
 
 def _raise_item_errors(errors: list[tuple[int, str]]) -> None:
@@ -261,7 +275,8 @@ class Spec(Section):
     seed: int = Field(default=0, ge=0, description="Seed of every random choice of the run.")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
     dataset: PluginRef = Field(description="The data set plugin and its options.")
-    space: SpaceSpec = Field(default_factory=SpaceSpec, description="The search space.")
+    # A default of {} (not SpaceSpec()) is validated in place, so its errors carry the path space.*.
+    space: SpaceSpec = Field(default_factory=dict, description="The search space.")
     search: SearchSpec | None = Field(default=None, description="The search stage; null when a genotype is given.")
     genotype: GenotypeSource | None = Field(
         default=None, description="A genotype (path to genotype.json, or inline) to retrain instead of searching."
@@ -287,7 +302,8 @@ class Spec(Section):
         for i, rule in enumerate(self.space.rules):
             yield f"space.rules[{i}]", "rule", rule
         for field in FixedRules.model_fields:
-            yield f"space.fixed_rules.{field}", "rule", getattr(self.space.fixed_rules, field)
+            if (ref := getattr(self.space.fixed_rules, field)) is not None:  # None: plain layers
+                yield f"space.fixed_rules.{field}", "rule", ref
         if self.search is not None:
             yield "search", "search", self.search
         for i, attack in enumerate(self.evaluation.attacks):
@@ -371,8 +387,6 @@ def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
         except PluginError as exc:
             errors.append(f"space.ops[{i}]: {exc}")
     if search_cls is not None:
-        from bionas.search import resolve_space
-
         space = resolve_space(spec.space, search_cls)
         errors += partial_channel_errors(space.channels, space.partial_channels)
     return errors
@@ -430,7 +444,8 @@ def spec_model(registry: Registry | None = None) -> type[Spec]:
     fixed = create_model(
         "FixedRules",
         __base__=FixedRules,
-        **{f: (rule, Field(default="bp", description=i.description)) for f, i in FixedRules.model_fields.items()},
+        **{f: (rule | None, Field(default_factory=i.default_factory, description=i.description))
+           for f, i in FixedRules.model_fields.items()},
     )
     space_fields = {
         "rules": (list[rule], SpaceSpec.model_fields["rules"]),
@@ -465,4 +480,4 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
     return schema
 
 
-__all__ = ["Spec", "load_spec", "spec_json_schema"]
+__all__ = ["Spec", "load_spec", "spec_json_schema", "Fractional", "parse_fraction"]

@@ -1,4 +1,5 @@
-"""What every training loop of bionas shares: device, seeds, bf16 autocast, progress, divergence checks."""
+"""What every training loop of bionas shares: device, seeds, bf16 autocast, progress, divergence checks,
+eval mode, accuracy."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bionas.errors import BionasError
+
+LOG_EVERY = 20  # steps between reading the running loss on the host (the only sync in a training loop)
 
 
 class TrainingDiverged(BionasError):
@@ -89,13 +92,14 @@ class Bar:
 
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """model.eval() inside, the previous mode restored after (also on errors)."""
-    was_training = model.training
+    """model.eval() inside; afterwards (also on errors) every module is back in its own previous mode."""
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 @torch.no_grad()

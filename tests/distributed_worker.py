@@ -6,10 +6,10 @@ import sys
 
 from safetensors.torch import save_file
 
-import bionas.train
+import bionas.pipeline.train_stage
 from bionas.distributed import world_from_env
 from bionas.pipeline import run
-from bionas_search.common import EpochSearch
+from bionas.search.epochs import EpochSearch
 
 captured = {}
 SKIP = ("running_mean", "running_var", "num_batches_tracked")  # per-rank statistics between broadcasts
@@ -20,7 +20,7 @@ def capture(stage, model):
                        if not k.endswith(SKIP)}
 
 
-original_retrain, original_search = bionas.train.retrain, EpochSearch.search
+original_retrain, original_search = bionas.pipeline.train_stage.retrain, EpochSearch.search
 
 
 def retrain(model, *args, **kwargs):
@@ -35,7 +35,7 @@ def search(self, supernet, *args, **kwargs):
     return result
 
 
-bionas.train.retrain, EpochSearch.search = retrain, search
+bionas.pipeline.train_stage.retrain, EpochSearch.search = retrain, search
 spec, out = sys.argv[1], sys.argv[2]
 run(spec, quiet=True)
 for stage, tensors in captured.items():

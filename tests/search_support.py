@@ -54,7 +54,7 @@ def run_search(name: str, options: dict, dataset, checkpoint: Checkpointer | Non
             raise Killed
         records.append(record)
 
-    result = strategy.search(supernet, tiny_data(dataset, images), torch.device("cpu"), checkpoint, log=log, quiet=True)
+    result = strategy.search(supernet, tiny_data(dataset, images), bionas.Runtime(quiet=True, log=log), checkpoint)
     assert result.history[-len(records):] == records if records else True
     return result, supernet
 

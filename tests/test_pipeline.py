@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from bionas.checkpoint import load_state
 from bionas.cli import build_app
 from bionas.errors import BionasError
-from bionas.pipeline import Interrupted, load_network, run
+from bionas.pipeline import Interrupted, run
+from bionas.space import load_network
 from bionas.space import BIONAS_DARTS
 
 pytestmark = pytest.mark.slow
@@ -126,7 +127,7 @@ def test_a_diverging_loss_stops_the_stage_and_keeps_the_last_checkpoint(tmp_path
 
 
 def test_ctrl_c_exits_cleanly_with_how_to_resume(tmp_path, monkeypatch):
-    import bionas.train
+    import bionas.retrain
 
     calls = []
 
@@ -136,8 +137,8 @@ def test_ctrl_c_exits_cleanly_with_how_to_resume(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    original = bionas.train.train_epoch
-    monkeypatch.setattr(bionas.train, "train_epoch", interrupting)
+    original = bionas.retrain.train_epoch
+    monkeypatch.setattr(bionas.retrain, "train_epoch", interrupting)
     spec = tiny_spec(tmp_path, evaluation={"attacks": []})
     with pytest.raises(Interrupted, match="--resume") as err:
         run(spec, quiet=True)
@@ -157,7 +158,9 @@ def search_spec(tmp_path):
 
 def test_runtime_workers_reach_every_loader(tmp_path, monkeypatch):
     import bionas.data
-    import bionas.train
+    import bionas.pipeline.evaluate_stage
+    import bionas.retrain
+    import bionas.search.base
 
     calls = []
 
@@ -166,8 +169,8 @@ def test_runtime_workers_reach_every_loader(tmp_path, monkeypatch):
         return make_loader(dataset, split, *args, **kwargs)
 
     make_loader = bionas.data.make_loader
-    monkeypatch.setattr(bionas.data, "make_loader", recording)  # the search and the test stage import it late
-    monkeypatch.setattr(bionas.train, "make_loader", recording)
+    for module in (bionas.search.base, bionas.retrain, bionas.pipeline.evaluate_stage):  # the search, retrain, test
+        monkeypatch.setattr(module, "make_loader", recording)
     spec = search_spec(tmp_path)
     spec["search"]["options"]["epochs"] = 1
     spec.update(retrain={**spec["retrain"], "epochs": 1}, evaluation={"attacks": []}, runtime={"workers": 3})

@@ -309,6 +309,70 @@ def test_brsf_weight_update_mode_redraws_when_the_weight_changes():
     assert not torch.equal(rule.feedback(layer), first)
 
 
+def _brsf_model(seed: int = 5) -> nn.Module:
+    torch.manual_seed(seed)
+    return bionas.convert(nn.Sequential(nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 2)), "brsf")
+
+
+def _draws(model: nn.Module) -> list[int]:
+    return [int(m.feedback_step) for m in model if hasattr(m, "feedback_step")]
+
+
+def test_brsf_does_not_redraw_when_another_optimizer_steps():
+    model, x = _brsf_model(), torch.randn(3, 5)
+    alphas = nn.Parameter(torch.zeros(4))  # stands for a supernet's architecture, stepped by its own optimizer
+    arch_opt = torch.optim.Adam([alphas], lr=0.1)
+    other = nn.Linear(3, 3)  # an unrelated model in the same process
+    other_opt = torch.optim.SGD(other.parameters(), lr=0.1)
+    model(x).sum().backward()
+    assert _draws(model) == [1, 1]
+    for opt, params in ((arch_opt, [alphas]), (other_opt, list(other.parameters()))):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+        model(x).sum().backward()
+        assert _draws(model) == [1, 1]  # neither step trained the model's weights: the same B
+    weight_opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    weight_opt.step()
+    model(x).sum().backward()
+    assert _draws(model) == [2, 2]
+
+
+def test_hold_feedback_keeps_the_step_s_feedback_across_perturbed_weights():
+    model, x = _brsf_model(), torch.randn(3, 5)
+    layer = model[2]
+    rule = rule_of(layer)
+    saved = [p.detach().clone() for p in model.parameters()]
+    with bionas.hold_feedback(model):
+        model(x).sum().backward()
+        first = rule.effective_feedback(layer) / torch.sign(layer.weight)
+        for sign in (1, -1):  # finite differences: w +- eps v, then restored
+            with torch.no_grad():
+                for p, w in zip(model.parameters(), saved):
+                    p.copy_(w + sign * 1e-3 * torch.randn_like(w))
+            model(x).sum().backward()
+            assert torch.equal(rule.effective_feedback(layer) / torch.sign(layer.weight), first)
+        with torch.no_grad():
+            for p, w in zip(model.parameters(), saved):
+                p.copy_(w)
+    model(x).sum().backward()  # the restored weights belong to the same step
+    assert _draws(model) == [1, 1]
+    with torch.no_grad():
+        layer.weight.add_(0.01)  # a training step
+    model(x).sum().backward()
+    assert _draws(model) == [1, 2]
+
+
+def test_next_training_step_counts_a_step_the_weights_do_not_show():
+    model, x = _brsf_model(), torch.randn(3, 5)
+    model(x).sum().backward()
+    model(x).sum().backward()
+    assert _draws(model) == [1, 1]
+    bionas.rules.next_training_step(model)  # after an optimizer that leaves the version counter as it is
+    model(x).sum().backward()
+    assert _draws(model) == [2, 2]
+
+
 @pytest.mark.parametrize("rule", ["fa", "dfa", "hebbian"])
 def test_rules_work_under_autocast(rule):
     model = bionas.convert(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 5)), rule)

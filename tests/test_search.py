@@ -104,7 +104,7 @@ def test_a_diverging_search_stops_and_keeps_its_last_checkpoint(mnist, tmp_path)
 
     strategy.train_epoch = poisoned
     with pytest.raises(TrainingDiverged, match="epoch 1"):
-        strategy.search(supernet, tiny_data(mnist), torch.device("cpu"), checkpoint, quiet=True)
+        strategy.search(supernet, tiny_data(mnist), bionas.Runtime(quiet=True), checkpoint)
     state = checkpoint.load()
     assert state["epoch"] == 0 and torch.isfinite(state["supernet"]["classifier.weight"]).all()
 

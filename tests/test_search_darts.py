@@ -3,13 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from search_support import make_supernet, mnist, run_search  # noqa: F401  (fixture)
+from search_support import make_supernet, mnist, run_search, tiny_data  # noqa: F401  (fixture)
 from torch.func import functional_call
 
 import bionas
-from bionas.search import SearchData
 from bionas.space import SearchSpace, Supernet
-from bionas_search.common import SearchRun, sgd
+from bionas.search import SearchData
+from bionas.search.epochs import SearchRun, sgd
 
 XI, MOMENTUM, WEIGHT_DECAY = 0.5, 0.9, 3e-4
 
@@ -34,9 +34,9 @@ def test_second_order_gradient_equals_autograd_through_the_virtual_step(smooth):
     train = torch.rand(8, 1, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
     valid = torch.rand(8, 1, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
     darts = bionas.get_search("darts", order="second", momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    run = SearchRun(net, SearchData(None, torch.arange(1), torch.arange(1)), torch.device("cpu"), "off", True, False)
+    run = SearchRun(net, SearchData(None, torch.arange(1), torch.arange(1)), bionas.Runtime(amp="off", quiet=True))
     optimizer, _ = sgd(run, darts.options)
-    run.stateful["optimizer"] = optimizer
+    run.optimizer = optimizer
     arch, names = net.arch_parameters(), [n for n, p in net.named_parameters() if not n.startswith("alphas")]
     weights = dict(zip(names, run.weight_parameters()))
     buffers = {n: 0.1 * torch.randn_like(w) for n, w in weights.items()}
@@ -75,3 +75,18 @@ def test_second_order_steps_with_the_rules_that_are_not_gradients(mnist, arch_gr
     for before, after in zip(initial.arch_parameters(), supernet.arch_parameters()):
         assert torch.isfinite(after).all() and not torch.equal(before, after)
     assert set(result.genotype.rules_used()) <= {"dfa", "hebbian", "pc"}
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_a_training_step_draws_brsf_feedback_once(mnist, order):
+    # The architecture step (its optimizer's step, second order's perturbed weights) and the weight step of
+    # one training step share one B; only the weights' optimizer step starts the next.
+    darts = bionas.get_search("darts", order=order, batch_size=8)
+    supernet = make_supernet(darts, mnist, rules=["brsf"], ops=["skip_connect", "sep_conv_3x3"], exclude=[])
+    run = darts.start(supernet, tiny_data(mnist, images=16), bionas.Runtime(quiet=True))  # two steps
+    darts.prepare(run)
+    darts.before_epoch(run, 0)
+    layers = [m for m in supernet.modules() if hasattr(m, "feedback_step")]
+    for step, (x, y) in enumerate(run.loader, start=1):
+        darts.train_step(run, 0, x, y)
+        assert {int(m.feedback_step) for m in layers} == {step}

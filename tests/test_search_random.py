@@ -4,7 +4,7 @@ import torch
 from search_support import TINY_SPACE, make_supernet, mnist, run_search, tiny_data  # noqa: F401
 
 import bionas
-from bionas.data.splits import generator
+from bionas.seeds import stream_generator
 from bionas.space import SearchSpace
 from bionas_search import random_search
 from bionas_search.random_search import sample_genotypes, sample_weights
@@ -12,7 +12,7 @@ from bionas_search.random_search import sample_genotypes, sample_weights
 
 def test_sampled_cells_are_valid_and_uniform():
     space = SearchSpace({"nodes": 4})  # the paper's 22 candidates, 14 edges
-    gen = generator(0)
+    gen = stream_generator(0)
     counts = torch.zeros(space.num_candidates)
     for _ in range(200):
         weights = sample_weights(space, gen)
@@ -43,7 +43,7 @@ def test_plain_mode_returns_the_first_sample_for_the_caller_to_train(mnist):
     strategy = bionas.get_search("random", mode="plain")
     supernet = make_supernet(strategy, mnist)
     data = tiny_data(mnist, seed=7)
-    result = strategy.search(supernet, data, torch.device("cpu"), log=records.append, quiet=True)
+    result = strategy.search(supernet, data, bionas.Runtime(quiet=True, log=records.append))
     assert result.genotype == sample_genotypes(supernet.space, 1, seed=7)[0]
     assert records == result.history and records[0]["mode"] == "plain"
 
@@ -64,7 +64,7 @@ def test_the_selection_returns_the_best_scored_sample(mnist, monkeypatch):
     monkeypatch.setattr(random_search, "score", fake_score)
     result, _ = run_search("random", {"epochs": 1, "batch_size": 16, "samples": 40, "eval_batches": 1, "top_k": 5},
                            mnist)
-    gen = generator(0, random_search._SELECT)  # the samples the selection drew (run seed 0)
+    gen = stream_generator(0, random_search._SELECT)  # the samples the selection drew (run seed 0)
     shares = [share(sample_weights(space, gen)) for _ in range(40)]
     selection = result.history[-1]["selection"]
     assert selection["valid_accuracy"] == max(shares) == shares[selection["sample"]]

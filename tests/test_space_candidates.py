@@ -8,7 +8,8 @@ from torch import nn
 import bionas
 from bionas.errors import SpecError
 from bionas.space import SearchSpace
-from bionas.spec import DARTS_OPS, load_spec
+from bionas.spec import load_spec
+from bionas_ops import DARTS_OPS
 
 PAPER_CANDIDATES = (
     ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect/usf", "skip_connect/brsf", "skip_connect/frsf"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from bionas.plots import figure, save
 from bionas.rules import alignment
 
 
@@ -40,9 +41,8 @@ def alignment_series(records: list[dict[str, Any]], stage: str = "retrain") -> d
 
 def plot_alignment(series: dict[str, dict[str, Any]], path: Path) -> Path:
     """Angle and norm ratio against epoch: one thin line per layer, one colour per rule, the rule mean bold."""
+    # matplotlib costs about a quarter of torch's import time: only runs that plot pay it.
     from matplotlib import colormaps
-
-    from bionas.plots import figure, save
 
     rules = sorted({entry["rule"] for entry in series.values()})
     colours = dict(zip(rules, colormaps["tab10"].colors))

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bionas.rules import wrappable_layers
+
 
 @dataclass(frozen=True)
 class GradientVariance:
@@ -89,8 +91,6 @@ def layer_moments(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torc
     is measured at the same point of training. Training mode (batch statistics in
     BatchNorm), no drop path, the main loss only.
     """
-    from bionas.rules import wrappable_layers
-
     layers = dict(wrappable_layers(model))
     moments = {name: GradientMoments() for name in layers}
     model.train()

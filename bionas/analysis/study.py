@@ -16,13 +16,17 @@ import torch
 from bionas.analysis.alignment import alignment_series, plot_alignment
 from bionas.analysis.gradvar import layer_moments, summarise
 from bionas.checkpoint import Checkpointer
+from bionas.data import make_loader
 from bionas.errors import BionasError
+from bionas.pipeline.report import refresh_report
 from bionas.plots import figure, save
-from bionas.pipeline import build_network, load_network, replace_rules
 from bionas.registry import get_dataset
+from bionas.retrain import retrain
 from bionas.rundir import RunDir, read_json, write_json
+from bionas.runtime import Runtime
+from bionas.space import build_network, load_network, replace_rules
 from bionas.spec import load_spec
-from bionas.training import resolve_device
+from bionas.training import evaluate_accuracy, resolve_device
 
 
 class RunContext:
@@ -62,8 +66,6 @@ class RunContext:
 
 def write_analysis(rundir: RunDir, name: str, data: dict[str, Any], markdown: str) -> None:
     """analysis/<name>.json and .md of a run directory, then its report.md refreshed to include them."""
-    from bionas.report import refresh_report
-
     write_json(rundir.path(f"analysis/{name}.json"), data)
     rundir.path(f"analysis/{name}.md").write_text(markdown)
     refresh_report(rundir.root)
@@ -76,8 +78,6 @@ def gradvar(run_dir: str | Path, batches: int = 16, batch_size: int | None = Non
             device: str = "auto") -> dict[str, Any]:
     """Normalised gradient variance (docs/analysis.md) of the searched rules and of each single rule,
     on the same `batches` training minibatches, at initialisation and at the run's trained weights."""
-    from bionas.data import make_loader
-
     run = RunContext(run_dir, device)
     batch_size = batch_size or run.spec.retrain.batch_size
     loader = make_loader(run.dataset, "train", batch_size, train=True, device=run.device, augment=False, seed=seed,
@@ -151,10 +151,6 @@ def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = No
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Retrain the searched operations with `samples` random rule assignments (and the searched one, on the
     same budget); compare their accuracies. Each retrain resumes from its own checkpoint."""
-    from bionas.data import make_loader
-    from bionas.train import retrain
-    from bionas.training import evaluate_accuracy
-
     run = RunContext(run_dir, device)
     recipe = run.spec.retrain.model_copy(update={"epochs": epochs} if epochs else {})
     rng = random.Random(seed)
@@ -163,6 +159,8 @@ def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = No
     for i in range(samples):
         genotypes[f"random-{i:02d}"] = random_assignment(run.genotype, run.rule_names(), excluded, rng)
     root = run.dir.path("analysis/random-rules")
+    # Each rank's retrains are independent (no process group): every one trains on the whole data set.
+    runtime = Runtime(device=run.device, amp=run.spec.runtime.amp, workers=run.spec.runtime.workers, quiet=quiet)
     test_loader = make_loader(run.dataset, "test", run.spec.evaluation.batch_size, train=False, device=run.device,
                               num_workers=run.spec.runtime.workers)
     rows = []
@@ -175,9 +173,8 @@ def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = No
         model = build_network(genotype, run.config).to(run.device)
         checkpoint = Checkpointer(root / f"{label}.ckpt.safetensors", f"random-rules/{label}",
                                   {"genotype": genotype.to_dict(), "recipe": recipe.model_dump(mode="json")})
-        trained = retrain(model, run.dataset, recipe, device=run.device, seed=run.spec.seed,
-                          best_path=root / f"{label}.safetensors", checkpoint=checkpoint, quiet=quiet,
-                          amp=run.spec.runtime.amp, workers=run.spec.runtime.workers,
+        trained = retrain(model, run.dataset, recipe, runtime, seed=run.spec.seed,
+                          best_path=root / f"{label}.safetensors", checkpoint=checkpoint,
                           best_metadata={"genotype": genotype.to_dict(), "network": run.config})
         best, _ = load_network(root / f"{label}.safetensors", run.device)
         _, test_accuracy = evaluate_accuracy(best, test_loader, run.device, run.spec.runtime.amp)

@@ -25,7 +25,7 @@ import torch.utils.data
 
 from bionas.data.augment import NO_AUGMENT, AugmentSpec, augment_batch, draw_params
 from bionas.data.base import Dataset, check_split
-from bionas.data.splits import derive_seed, generator
+from bionas.seeds import stream_generator, stream_seed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -98,7 +98,7 @@ class Loader:
         """This rank's positions into the split for `epoch`, in visiting order (int64, CPU)."""
         base = torch.arange(self.split_size) if self.indices is None else self.indices
         if self.train:
-            base = base[torch.randperm(len(base), generator=generator(self.seed, epoch, _SHUFFLE))]
+            base = base[torch.randperm(len(base), generator=stream_generator(self.seed, epoch, _SHUFFLE))]
             base = base[: len(base) - len(base) % self.world_size]
         return base[self.rank :: self.world_size]
 
@@ -143,7 +143,7 @@ class MemoryLoader(Loader):
         augment = self.augment.active
         if augment:
             height, width = (size - 2 * self.augment.padding for size in self.images.shape[2:])
-            gen = generator(self.seed, epoch, self.rank, _AUGMENT)
+            gen = stream_generator(self.seed, epoch, self.rank, _AUGMENT)
             params = draw_params(len(positions), self.augment, height, width, gen).to(self.device)
         positions = positions.to(self.device, non_blocking=True)
         for start in range(0, len(positions), self.batch_size):
@@ -198,13 +198,13 @@ class TorchLoader(Loader):
             sampler=positions,
             num_workers=self.num_workers,
             pin_memory=cuda,
-            generator=generator(self.seed, epoch, self.rank, _WORKERS),
+            generator=stream_generator(self.seed, epoch, self.rank, _WORKERS),
         )
         batches = iter(loader)
         if self.num_workers == 0:
             # The transforms draw from the global torch RNG in this process: give them their
             # own state, seeded by (seed, epoch, rank), and leave the caller's untouched.
-            state = torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, _AUGMENT)).get_state()
+            state = torch.Generator().manual_seed(stream_seed(self.seed, epoch, self.rank, _AUGMENT)).get_state()
             batches = _with_rng_state(batches, state)
         for images, labels in batches:
             yield images.to(self.device, non_blocking=cuda), labels.to(self.device, non_blocking=cuda)

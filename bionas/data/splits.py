@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from bionas.data.base import Dataset
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed that depends on every part (e.g. seed, epoch, rank, stream), well mixed."""
-    state = np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFFFFFF for p in parts]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFFFFFFFFFFFFFF
-
-
-def generator(*parts: int) -> torch.Generator:
-    """A CPU torch.Generator seeded by `derive_seed(*parts)`."""
-    return torch.Generator().manual_seed(derive_seed(*parts))
+from bionas.seeds import stream_generator
 
 
 def stratified_split(labels: torch.Tensor, sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
@@ -35,7 +23,7 @@ def stratified_split(labels: torch.Tensor, sizes: Sequence[int], seed: int) -> l
     n = labels.numel()
     if sum(sizes) > n:
         raise ValueError(f"cannot take parts of sizes {list(sizes)} from {n} items")
-    g = generator(seed, 0x5B17)
+    g = stream_generator(seed, 0x5B17)
     perm = torch.randperm(n, generator=g)
     lab = labels[perm] - (labels.min() if n else 0)
     counts = torch.bincount(lab)
@@ -49,8 +37,8 @@ def stratified_split(labels: torch.Tensor, sizes: Sequence[int], seed: int) -> l
     return [chosen[a:b].sort().values for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def search_split(dataset: Dataset, fraction: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The "train" split divided in two for a search: (weights part, architecture part).
+def search_split(dataset: Any, fraction: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "train" split of a bionas.data.Dataset divided in two for a search: (weights part, architecture part).
 
     Returns two disjoint, sorted int64 index tensors into `dataset.split("train")`
     (pass them as `make_loader(..., indices=...)`); `fraction` of the images go

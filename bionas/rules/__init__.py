@@ -1,18 +1,20 @@
 """Learning rules, engine side: the LearningRule / FeedbackRule bases, layer wrapping, the shared
-autograd function, the output tap, convert(), exact_gradients() and alignment().
+autograd function, the output tap, the training-step clock, exact_gradients() and alignment().
 
-The engine knows no concrete rule: `convert` resolves names through the registry
-(`bionas.get_rule`); the rules themselves are plugins (first-party: plugins/bionas_rules).
+This package names no rule and imports no registry: the registry imports its bases.
+`bionas.convert`, which resolves rule names, lives above the registry (bionas/conversion.py);
+the rules themselves are plugins (first-party: plugins/bionas_rules).
 
-    layers.py    class swapping (RuleConv2d(nn.Conv2d), ...), rule buffers, rule_forward()
-    base.py      LearningRule, FeedbackRule
-    tap.py       OutputTap and the per-forward error context (direct feedback)
-    seeding.py   per-layer seeds, seeded draws, the optimizer-step clock
-    convert.py   convert(), exact_gradients(), alignment()
+    layers.py     class swapping (RuleConv2d(nn.Conv2d), ...), rule buffers, rule_forward()
+    base.py       LearningRule, FeedbackRule
+    tap.py        OutputTap and the per-forward error context (direct feedback)
+    seeding.py    per-layer seeds, seeded draws, the training-step clock and hold_feedback()
+    gradients.py  exact_gradients(), alignment()
+    refs.py       rule references as specs and genotypes write them
 """
 
 from bionas.rules.base import FeedbackRule, LearningRule
-from bionas.rules.convert import LayerAlignment, alignment, assign_rules, convert, exact_gradients
+from bionas.rules.gradients import LayerAlignment, alignment, exact_gradients
 from bionas.rules.layers import (
     RuleLayerMixin,
     RuleModuleMixin,
@@ -29,20 +31,34 @@ from bionas.rules.layers import (
     weight_gradient,
     wrappable_layers,
 )
-from bionas.rules.tap import ErrorContext, OutputTap, open_error_context, tap
+from bionas.rules.refs import RuleRef, rule_name, rule_options, rule_ref
+from bionas.rules.seeding import hold_feedback, new_training_step, next_training_step
+from bionas.rules.tap import (
+    ErrorContext,
+    OutputTap,
+    has_output_tap,
+    install_output_tap,
+    open_error_context,
+    remove_output_tap,
+    tap,
+)
 
 __all__ = [
     "LearningRule",
     "FeedbackRule",
-    "convert",
-    "assign_rules",
     "exact_gradients",
     "alignment",
     "LayerAlignment",
+    "hold_feedback",
+    "new_training_step",
+    "next_training_step",
     "OutputTap",
     "ErrorContext",
     "open_error_context",
     "tap",
+    "has_output_tap",
+    "install_output_tap",
+    "remove_output_tap",
     "RuleLayerMixin",
     "RuleModuleMixin",
     "add_buffer",
@@ -57,4 +73,8 @@ __all__ = [
     "local_gradients",
     "weight_gradient",
     "wrappable_layers",
+    "RuleRef",
+    "rule_name",
+    "rule_options",
+    "rule_ref",
 ]

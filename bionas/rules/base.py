@@ -28,11 +28,21 @@ class LearningRule(Plugin):
     does that for every Conv2d/Linear inside a module. A subclass implements
     `layer_forward(layer, x)` (usually one call of `bionas.rules.rule_forward`) and,
     when it keeps state, `setup(layer)` to register buffers with `bionas.rules.add_buffer`.
+
+    Two class attributes make the default search space (a spec without `space.rules` or
+    `space.fixed_rules`) data the rule plugins own: `default_candidate` puts a rule among
+    the searched rules (in registration order); `backprop` marks the rule whose layers
+    stay plain (the true gradient), which the fixed layers default to (plain layers when
+    no such rule is installed).
     """
 
     kind: ClassVar[str] = "rule"
     #: True for rules that need the network-output error (an OutputTap on the logits).
     needs_output_tap: ClassVar[bool] = False
+    #: A rule the default search space searches.
+    default_candidate: ClassVar[bool] = False
+    #: Layers learning by this rule stay plain: backprop, the fixed layers' default.
+    backprop: ClassVar[bool] = False
 
     def wrap(self, layer: nn.Module) -> nn.Module:
         """Make `layer` (a Conv2d or Linear) learn by this rule; a rule it had is replaced."""

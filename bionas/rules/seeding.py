@@ -1,4 +1,4 @@
-"""Deterministic randomness for learning rules.
+"""Deterministic randomness for learning rules, and the training-step clock of a rule layer.
 
 Every random feedback tensor is a function of a seed stored in a buffer of its
 layer (and, for brsf, of a step counter stored beside it), so a checkpoint
@@ -6,16 +6,26 @@ restores the identical backward and every data-parallel rank draws the same.
 Draws use their own CPU generator: the global RNG is consumed only to pick a
 layer's seed when the rule has no `seed` option, which keeps wrapping
 reproducible under `torch.manual_seed`.
+
+A rule that changes its feedback once per training step (brsf) asks
+`new_training_step(layer)`: the layer notices its own weight changed (the
+optimizer that trains it stepped), so no other optimizer (an architecture's,
+another model's) moves it. Loops that change weights without stepping them
+(finite differences) do so inside `hold_feedback(model)`; loops whose
+optimizer updates weights without bumping their version counter (fused
+optimizers) call `next_training_step(model)` after each step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from bionas.rules.layers import is_layer, rule_of
 
 _INITS = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}
 INITS = tuple(_INITS)
@@ -71,26 +81,69 @@ def draw(shape: Sequence[int], seed: int, init: str = "xavier_uniform", device=N
     return _INITS[init](torch.empty(shape, device=device, dtype=torch.float32), generator=generator)
 
 
-# -- the optimizer-step clock --------------------------------------------------------------------
-
-_steps = 0
-_hook = None
+# -- the training-step clock ---------------------------------------------------------------------
 
 
-def _count_step(optimizer, args, kwargs) -> None:
-    global _steps
-    _steps += 1
+def _weight_key(weight: torch.Tensor) -> tuple[int, int, int]:
+    """Changes when the weight is changed in place (its version counter) or replaced."""
+    return id(weight), weight.data_ptr(), weight._version
 
 
-def optimizer_steps() -> int:
-    """How many `torch.optim.Optimizer.step()` calls this process has made since the clock started.
+def new_training_step(layer: nn.Module) -> bool:
+    """True at the first call, and at the first call after a training step of the layer's weight.
 
-    The clock starts (a global optimizer step post-hook is installed) on the first call.
+    A step is noticed as a change of the weight since the call that last returned
+    True: the optimizer that trains the layer stepped it. Changes made inside
+    `hold_feedback` do not count; `next_training_step` counts one explicitly.
     """
-    global _hook
-    if _hook is None:
-        _hook = register_optimizer_step_post_hook(_count_step)
-    return _steps
+    state = layer._bionas_state
+    weight = state.get("held_at") or _weight_key(layer.weight)
+    key = (state.get("explicit_steps", 0), weight)
+    if state.get("stepped_at") == key:
+        return False
+    state["stepped_at"] = key
+    return True
+
+
+def _rule_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if is_layer(m) and rule_of(m) is not None]
+
+
+@contextlib.contextmanager
+def hold_feedback(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside, changes of the weights are not training steps: every rule layer keeps its current step's feedback.
+
+    For passes at perturbed weights within one step (second-order DARTS' virtual
+    step and finite differences): brsf draws for the weights as the block found
+    them, and the weights it leaves (restored from a copy) still belong to that step.
+    """
+    held = []
+    for layer in _rule_layers(model):
+        state = layer._bionas_state
+        if "held_at" not in state:  # an enclosing hold keeps its own mark
+            state["held_at"] = _weight_key(layer.weight)
+            held.append(layer)
+    try:
+        yield model
+    finally:
+        for layer in held:
+            state = layer._bionas_state
+            mark = state.pop("held_at", None)
+            stepped = state.get("stepped_at")
+            if stepped is not None and stepped[1] == mark:  # this step's feedback was drawn: keep it
+                state["stepped_at"] = (stepped[0], _weight_key(layer.weight))
+
+
+def next_training_step(model: nn.Module) -> None:
+    """Count one training step for every rule layer of `model`, whether or not its weight changed.
+
+    Only needed after the step of an optimizer that updates the weights without
+    bumping their version counter (torch's fused optimizers): every other step is
+    noticed on its own.
+    """
+    for layer in _rule_layers(model):
+        state = layer._bionas_state
+        state["explicit_steps"] = state.get("explicit_steps", 0) + 1
 
 
 # -- integers kept in buffers, read without a device sync per step --------------------------------

@@ -9,8 +9,11 @@ from pydantic import ValidationError
 from torch import nn
 
 from bionas.errors import PluginError, SpecError, format_pydantic_errors
-from bionas.space.blocks import RuleFactory, rule_ref
-from bionas.space.operation import Operation
+from bionas.ops import Operation
+from bionas.registry import Registry, get_registry
+from bionas.rules.refs import RuleRef, rule_ref
+from bionas.space.rule_factory import RuleFactory
+from bionas.spec import SpaceSpec
 
 FIXED_LAYERS = ("stem", "preprocess", "classifier", "auxiliary")
 
@@ -50,11 +53,8 @@ class SearchSpace:
     `rules: [bp]` have the 8 DARTS candidates.
     """
 
-    def __init__(self, spec=None, registry=None):
+    def __init__(self, spec=None, registry: Registry | None = None):
         """`spec`: a SpaceSpec, its dict form, or None for the default space; `registry`: default the global one."""
-        from bionas.registry import get_registry
-        from bionas.spec import SpaceSpec
-
         if not isinstance(spec, SpaceSpec):
             try:
                 spec = SpaceSpec.model_validate(spec or {})
@@ -75,9 +75,12 @@ class SearchSpace:
             if rule in self.rule_refs:
                 errors.append(f"space.rules[{i}]: rule '{ref.name}' is listed twice (options equal after defaults)")
             self.rule_refs.append(rule)
-        self.fixed_rules: dict[str, str | dict[str, Any]] = {}
+        self.fixed_rules: dict[str, RuleRef | None] = {}  # None: plain layers
         for layer in FIXED_LAYERS:
             ref = getattr(spec.fixed_rules, layer)
+            if ref is None:
+                self.fixed_rules[layer] = None
+                continue
             options = self._non_default_options(ref, f"space.fixed_rules.{layer}", errors)
             self.fixed_rules[layer] = rule_ref(ref.name, options)
         for i, (op, _rule) in enumerate(spec.exclude):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bionas.space.blocks import rule_name
+from bionas.rules.refs import rule_name
 
 # Stable colours for the first-party rules; other rules take the remaining ones in order.
 RULE_COLOURS = {
@@ -81,7 +81,7 @@ def draw_genotype(genotype, path: str | Path) -> Path:
     from matplotlib.lines import Line2D
 
     used = genotype.rules_used()
-    fixed = [rule_name(genotype.fixed_rules[layer]) for layer in genotype.fixed_rules]
+    fixed = [rule_name(ref) for ref in genotype.fixed_rules.values() if ref is not None]
     colours = rule_colours(list(dict.fromkeys(used + fixed)))
     nodes = max(genotype.nodes("normal"), genotype.nodes("reduce"))
     fig = Figure(figsize=(2.0 + 1.9 * nodes, 7.0))
@@ -92,7 +92,7 @@ def draw_genotype(genotype, path: str | Path) -> Path:
     handles = [Line2D([], [], color=colours[name], lw=2.5, label=name) for name in used]
     handles.append(Line2D([], [], color=PARAMETER_FREE_COLOUR, lw=2.5, label="parameter-free"))
     fig.legend(handles=handles, loc="upper right", title="rule", fontsize=8)
-    fixed_text = ", ".join(f"{layer}: {rule_name(ref)}" for layer, ref in genotype.fixed_rules.items())
+    fixed_text = ", ".join(f"{layer}: {rule_name(ref) or 'plain'}" for layer, ref in genotype.fixed_rules.items())
     fig.text(0.5, 0.01, f"fixed layers - {fixed_text}", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 0.88, 1))
     path = Path(path)

@@ -9,7 +9,9 @@ k-2; intermediate node i owns edges 2i and 2i+1):
      "fixed_rules": {"stem": "bp", "preprocess": "bp", "classifier": "bp", "auxiliary": "bp"}}
 
 A rule is a name, or {"name": ..., "options": {...}} when its options differ
-from the defaults; a parameter-free op has rule null.
+from the defaults; a parameter-free op has rule null, and so has a fixed layer
+that stays plain (backprop without a rule plugin). Fixed rules a genotype leaves
+out are those of the default space (bp).
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bionas.errors import BionasError, PluginError, SpecError
-from bionas.space.blocks import rule_name, rule_options
-from bionas.space.candidates import FIXED_LAYERS, Candidate
+from pydantic import ValidationError
 
-RuleRef = str | dict[str, Any]
+from bionas.errors import BionasError, PluginError, SpecError, format_pydantic_errors
+from bionas.registry import Registry, get_registry
+from bionas.rules.refs import RuleRef, rule_name, rule_options
+from bionas.space.candidates import FIXED_LAYERS, Candidate
+from bionas.space.draw import draw_genotype
+from bionas.spec import default_fixed_rule
+
 CELL_TYPES = ("normal", "reduce")
 
 
@@ -46,8 +52,9 @@ class Edge:
         return f"{self.op}/{_rule_text(self.rule)}({self.source})"
 
 
-def _all_bp() -> dict[str, RuleRef]:
-    return dict.fromkeys(FIXED_LAYERS, "bp")
+def default_fixed_rules() -> dict[str, RuleRef | None]:
+    """Every fixed layer on the default space's fixed rule (bp; None, plain layers, when no rule is bp)."""
+    return dict.fromkeys(FIXED_LAYERS, default_fixed_rule())
 
 
 @dataclass
@@ -58,7 +65,7 @@ class Genotype:
     normal_concat: list[int]
     reduce: list[Edge]
     reduce_concat: list[int]
-    fixed_rules: dict[str, RuleRef] = field(default_factory=_all_bp)
+    fixed_rules: dict[str, RuleRef | None] = field(default_factory=default_fixed_rules)
 
     def cell(self, cell_type: str) -> tuple[list[Edge], list[int]]:
         """(edges, concat) of "normal" or "reduce"."""
@@ -89,7 +96,7 @@ class Genotype:
             normal_concat=list(data["normal_concat"]),
             reduce=[Edge(e["op"], e.get("rule"), e["source"]) for e in data["reduce"]],
             reduce_concat=list(data["reduce_concat"]),
-            fixed_rules={**_all_bp(), **data.get("fixed_rules", {})},
+            fixed_rules=_fixed_rules(data.get("fixed_rules", {})),
         )
         if check_plugins:
             genotype.validate(source=source)
@@ -122,10 +129,8 @@ class Genotype:
 
     # -- checks ----------------------------------------------------------------------------------
 
-    def validate(self, registry=None, source: str | None = None) -> None:
+    def validate(self, registry: Registry | None = None, source: str | None = None) -> None:
         """Every op and rule is registered, rule options are valid, rules sit exactly on parametric ops."""
-        from bionas.registry import get_registry
-
         registry = registry or get_registry()
         errors = []
         for cell_type in CELL_TYPES:
@@ -143,7 +148,8 @@ class Genotype:
                 elif edge.rule is not None:
                     errors += _rule_errors(registry, edge.rule, f"{path}.rule")
         for layer in FIXED_LAYERS:
-            errors += _rule_errors(registry, self.fixed_rules[layer], f"fixed_rules.{layer}")
+            if self.fixed_rules[layer] is not None:  # None: plain layers
+                errors += _rule_errors(registry, self.fixed_rules[layer], f"fixed_rules.{layer}")
         if errors:
             raise SpecError(errors, source or "genotype")
 
@@ -173,12 +179,18 @@ class Genotype:
 
     def draw(self, path: str | Path) -> Path:
         """A PNG of both cells, each edge coloured by its rule, with a legend."""
-        from bionas.space.draw import draw_genotype
-
         return draw_genotype(self, path)
 
 
-def _rule_text(ref: RuleRef) -> str:
+def _fixed_rules(given: dict[str, RuleRef | None]) -> dict[str, RuleRef | None]:
+    """The fixed rules of a genotype's JSON, those it leaves out from the default space."""
+    missing = [layer for layer in FIXED_LAYERS if layer not in given]
+    return {**(dict.fromkeys(missing, default_fixed_rule()) if missing else {}), **given}
+
+
+def _rule_text(ref: RuleRef | None) -> str:
+    if ref is None:
+        return "plain"
     options = rule_options(ref)
     return rule_name(ref) + (f"{options}" if options else "")
 
@@ -213,9 +225,8 @@ def _structure_errors(data: Any) -> list[str]:
     else:
         known = ", ".join(FIXED_LAYERS)
         errors += [f"fixed_rules.{k}: unknown layer (known: {known})" for k in fixed if k not in FIXED_LAYERS]
-        errors += [
-            f"fixed_rules.{k}: a rule name or {{name, options}}" for k, v in fixed.items() if not _is_rule_ref(v)
-        ]
+        errors += [f"fixed_rules.{k}: a rule name, {{name, options}} or null (plain layers)"
+                   for k, v in fixed.items() if v is not None and not _is_rule_ref(v)]
     return errors
 
 
@@ -245,10 +256,6 @@ def _is_rule_ref(value: Any) -> bool:
 
 
 def _rule_errors(registry, ref: RuleRef, path: str) -> list[str]:
-    from pydantic import ValidationError
-
-    from bionas.errors import format_pydantic_errors
-
     try:
         cls = registry.get_class("rule", rule_name(ref))
     except PluginError as exc:
@@ -321,7 +328,10 @@ def _as_list(value: Any) -> Any:
 
 
 def _edges(*items: tuple) -> list[Edge]:
-    """Edges from (op, rule, source), or (op, source): then bp, or no rule for a parameter-free op."""
+    """Edges from (op, rule, source), or (op, source): then bp, or no rule for a parameter-free op.
+
+    The published genotypes name their ops and rules as published; they need the first-party
+    plugins to be built."""
     edges = []
     for item in items:
         if len(item) == 3:
@@ -346,6 +356,7 @@ DARTS_V2 = Genotype(
         ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1),
     ),
     reduce_concat=[2, 3, 4, 5],
+    fixed_rules=dict.fromkeys(FIXED_LAYERS, "bp"),
 )  # fmt: skip
 
 # The published BioNAS-DARTS network (Hamzaoui & Baghdadi 2025). Its code kept every fixed
@@ -362,4 +373,5 @@ BIONAS_DARTS = Genotype(
         ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("max_pool_3x3", 0), ("dil_conv_5x5", "usf", 3),
     ),
     reduce_concat=[2, 3, 4, 5],
+    fixed_rules=dict.fromkeys(FIXED_LAYERS, "bp"),
 )  # fmt: skip

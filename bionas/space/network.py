@@ -14,17 +14,12 @@ import math
 import torch
 from torch import nn
 
+from bionas.ops import with_rule
+from bionas.registry import Registry, get_registry
 from bionas.rules import OutputTap
-from bionas.space.blocks import (
-    Normalize,
-    RuleFactory,
-    drop_path,
-    preprocess,
-    reduction_cells,
-    stem,
-    with_rule,
-)
+from bionas.space.blocks import Normalize, drop_path, preprocess, reduction_cells, stem
 from bionas.space.genotype import Edge, Genotype
+from bionas.space.rule_factory import RuleFactory
 
 # DARTS AuxiliaryHeadCIFAR: average-pool the 8x8 map (5x5, stride 3) to 2x2, 1x1 conv to 128,
 # 2x2 conv to 768, linear classifier.
@@ -47,10 +42,8 @@ class Cell(nn.Module):
         reduction_prev: bool,
         rules: RuleFactory,
         preprocess_rule,
-        registry=None,
+        registry: Registry | None = None,
     ):
-        from bionas.registry import get_registry
-
         super().__init__()
         registry = registry or get_registry()
         self.reduction = reduction
@@ -130,7 +123,7 @@ class Network(nn.Module):
         auxiliary: bool = False,
         image_size: int = 32,
         stem_multiplier: int = 3,
-        registry=None,
+        registry: Registry | None = None,
     ):
         super().__init__()
         genotype.validate(registry)

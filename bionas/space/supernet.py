@@ -15,19 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bionas.errors import SpecError
+from bionas.ops import starts_with_relu, with_rule
 from bionas.rules import OutputTap
-from bionas.space.blocks import (
-    Normalize,
-    channel_shuffle,
-    num_edges,
-    preprocess,
-    reduction_cells,
-    starts_with_relu,
-    stem,
-    with_rule,
-)
+from bionas.space.blocks import Normalize, channel_shuffle, num_edges, preprocess, reduction_cells, stem
 from bionas.space.candidates import SearchSpace
 from bionas.space.genotype import CELL_TYPES, Genotype, derive_genotype
+from bionas.spec import partial_channel_errors
 
 ALPHA_INIT_SCALE = 1e-3  # DARTS: alphas = 1e-3 * randn (PC-DARTS: betas likewise)
 
@@ -181,8 +174,6 @@ class Supernet(nn.Module):
         self.nodes = spec.nodes
         self.edge_normalization = spec.edge_normalization
         k = spec.partial_channels or 1  # None: no strategy filled it in (bionas.search.resolve_space)
-        from bionas.spec import partial_channel_errors  # lazily: bionas.spec imports the registry
-
         if errors := partial_channel_errors(spec.channels, k):
             raise SpecError(errors)
         self.normalize = Normalize(in_channels, mean, std)

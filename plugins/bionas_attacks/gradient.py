@@ -13,7 +13,7 @@ from pydantic import Field
 
 import bionas
 from bionas.attacks import GradientSource, Norm, input_gradient, normalized, predict, project, random_start
-from bionas.spec import Fractional
+from bionas.fractions import Fractional
 from bionas_attacks.losses import LOSSES
 
 EPS_DESCRIPTION = "Budget: the largest perturbation norm, in [0, 1] pixel units; fractions like 8/255 accepted."

@@ -15,7 +15,7 @@ from pydantic import Field
 
 import bionas
 from bionas.attacks import AttackError, predict
-from bionas.spec import Fractional
+from bionas.fractions import Fractional
 from bionas_attacks.gradient import EPS_DESCRIPTION
 from bionas_attacks.losses import margin
 

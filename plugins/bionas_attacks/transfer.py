@@ -16,8 +16,8 @@ from torch import nn
 import bionas
 from bionas.attacks import AttackError, transfer_threat_model
 from bionas.errors import PluginError, SpecError
+from bionas.fractions import Fractional
 from bionas.registry import get_registry
-from bionas.spec import Fractional
 
 
 class TransferAttack(bionas.Attack):
@@ -92,6 +92,10 @@ class TransferAttack(bionas.Attack):
     def threat_model(self) -> str:
         source = self.surrogate_label or self.options.surrogate or "not set"
         return transfer_threat_model(source)
+
+    @property
+    def needs_surrogate(self) -> bool:
+        return self.surrogate_model is None and not self.options.surrogate
 
     def with_surrogate(self, model: nn.Module, label: str | None = None) -> TransferAttack:
         """A copy that crafts its examples on `model` (`label` names it in reports)."""

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from bionas.data import DatasetInfo, InMemoryDataset, carve, mean_std
 from bionas.data.base import augment_option, split_seed_field, val_size_field
-from bionas.data.splits import generator
+from bionas.seeds import stream_generator
 from bionas.plugin import PluginOptions
 
 
@@ -27,7 +27,7 @@ class _Embedded(InMemoryDataset):
         o = self.options
         images, labels = self.source()
         # The sources are ordered (mnist5k by class): shuffle once, so every split is in random order.
-        order = torch.randperm(len(labels), generator=generator(o.split_seed, len(labels)))
+        order = torch.randperm(len(labels), generator=stream_generator(o.split_seed, len(labels)))
         sizes = {"test": o.test_size, "val": o.val_size}
         return carve(images[order], labels[order], sizes, "train", o.split_seed, self.name)
 

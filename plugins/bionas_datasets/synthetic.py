@@ -11,7 +11,7 @@ from pydantic import Field
 from bionas.data import DatasetInfo, InMemoryDataset, mean_std
 from bionas.data.augment import gather_crops
 from bionas.data.base import augment_option
-from bionas.data.splits import generator
+from bionas.seeds import stream_generator
 from bionas.plugin import PluginOptions
 
 _STREAMS = {"train": 1, "val": 2, "test": 3}
@@ -48,14 +48,15 @@ class Synthetic(InMemoryDataset):
     def load(self):
         o = self.options
         size, shift = o.image_size, max(1, o.image_size // 8)
-        g = generator(o.seed, 0)
+        g = stream_generator(o.seed, 0)
         grid = max(2, size // 4)
         coarse = torch.randn(o.num_classes, o.channels, grid, grid, generator=g)
         patterns = F.interpolate(coarse, size=(size + 2 * shift,) * 2, mode="bicubic", align_corners=False)
         patterns = patterns - patterns.mean((1, 2, 3), keepdim=True)
         patterns = patterns / patterns.std((1, 2, 3), keepdim=True)
         sizes = {"train": o.train_size, "val": o.val_size, "test": o.test_size}
-        return {split: self._draw(patterns, n, shift, generator(o.seed, _STREAMS[split])) for split, n in sizes.items()}
+        return {split: self._draw(patterns, n, shift, stream_generator(o.seed, _STREAMS[split]))
+                for split, n in sizes.items()}
 
     def _draw(self, patterns: torch.Tensor, n: int, shift: int, g: torch.Generator):
         size = self.options.image_size

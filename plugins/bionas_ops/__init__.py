@@ -4,6 +4,8 @@ Every conv of a parametric op learns by the rule it is built with, including
 the FactorizedReduce of skip_connect at stride 2. Built for the supernet
 (affine=False), BatchNorm has no affine parameters and pooling is followed by
 a BatchNorm, as in DARTS's search model.
+
+The eight make the default search space (`default_space`), in this order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import torch
 from torch import nn
 
 import bionas
-from bionas.space.blocks import FactorizedReduce, ReLUFirst, with_rule
 
 
 class Zero(nn.Module):
@@ -30,7 +31,13 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
-class NoneOp(bionas.Operation):
+class DartsOperation(bionas.Operation):
+    """DARTS's operations make the default search space."""
+
+    default_space = True
+
+
+class NoneOp(DartsOperation):
     name = "none"
     description = "No connection (zeros); never kept in a derived cell."
     parametric = False
@@ -40,7 +47,7 @@ class NoneOp(bionas.Operation):
         return Zero(stride)
 
 
-class _Pool(bionas.Operation):
+class _Pool(DartsOperation):
     parametric = False
 
     def pool(self, stride: int) -> nn.Module:
@@ -68,17 +75,20 @@ class AvgPool3x3(_Pool):
         return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
 
 
-class SkipConnect(bionas.Operation):
+class SkipConnect(DartsOperation):
     name = "skip_connect"
     description = "Identity; at stride 2 a FactorizedReduce whose two convs learn by the edge's rule."
     # Parametric because of stride 2. At stride 1 it is the identity, so its rule variants
     # there are identical (true of the paper's space as well).
     parametric = True
+    # The paper's space has no (skip_connect, fa): LR-NAS BioNAS-DARTS/genotypes.py PRIMITIVES lists
+    # skip_connect only with usf, frsf and brsf, which with the rest makes its 22 candidates.
+    default_exclude = ("fa",)
 
     def build(self, channels, stride, rule, affine):
         if stride == 1:
             return nn.Identity()
-        return with_rule(FactorizedReduce(channels, channels, affine=affine), rule)
+        return bionas.with_rule(bionas.FactorizedReduce(channels, channels, affine=affine), rule)
 
 
 def _depthwise(channels: int, kernel: int, stride: int, dilation: int) -> nn.Conv2d:
@@ -86,7 +96,7 @@ def _depthwise(channels: int, kernel: int, stride: int, dilation: int) -> nn.Con
     return nn.Conv2d(channels, channels, kernel, stride, padding, dilation=dilation, groups=channels, bias=False)
 
 
-class _SepConv(bionas.Operation):
+class _SepConv(DartsOperation):
     kernel: ClassVar[int]
 
     def build(self, channels, stride, rule, affine):
@@ -99,7 +109,7 @@ class _SepConv(bionas.Operation):
                 nn.Conv2d(channels, channels, 1, bias=False),
                 nn.BatchNorm2d(channels, affine=affine),
             ]
-        return with_rule(ReLUFirst(*layers), rule)
+        return bionas.with_rule(bionas.ReLUFirst(*layers), rule)
 
 
 class SepConv3x3(_SepConv):
@@ -114,7 +124,7 @@ class SepConv5x5(_SepConv):
     kernel = 5
 
 
-class _DilConv(bionas.Operation):
+class _DilConv(DartsOperation):
     kernel: ClassVar[int]
 
     def build(self, channels, stride, rule, affine):
@@ -124,7 +134,7 @@ class _DilConv(bionas.Operation):
             nn.Conv2d(channels, channels, 1, bias=False),
             nn.BatchNorm2d(channels, affine=affine),
         ]
-        return with_rule(ReLUFirst(*layers), rule)
+        return bionas.with_rule(bionas.ReLUFirst(*layers), rule)
 
 
 class DilConv3x3(_DilConv):
@@ -140,6 +150,7 @@ class DilConv5x5(_DilConv):
 
 
 OPS = [NoneOp, MaxPool3x3, AvgPool3x3, SkipConnect, SepConv3x3, SepConv5x5, DilConv3x3, DilConv5x5]
+DARTS_OPS = [op.name for op in OPS]
 
 
 @bionas.hookimpl

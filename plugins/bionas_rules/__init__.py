@@ -22,12 +22,13 @@ from bionas_rules.feedback import (
 from bionas_rules.hebbian import SoftHebb
 from bionas_rules.pc import PredictiveCoding
 
+# Registration order is the order of the default space's rules: the paper's usf, brsf, frsf, fa.
 RULES = (
     Backprop,
-    FeedbackAlignment,
     UniformSignFeedback,
     BatchRandomSignFeedback,
     FixedRandomSignFeedback,
+    FeedbackAlignment,
     DirectFeedbackAlignment,
     SoftHebb,
     PredictiveCoding,

@@ -11,6 +11,7 @@ from bionas.rules import release
 class Backprop(LearningRule):
     name = "bp"
     description = "Backpropagation: the true gradient (layers stay plain, with no overhead)."
+    backprop = True  # the rule of the fixed layers in the default space
 
     class Options(PluginOptions):
         pass

@@ -20,7 +20,7 @@ from torch import nn
 
 from bionas import FeedbackRule, PluginOptions
 from bionas.rules import add_buffer
-from bionas.rules.seeding import buffer_int, draw, fans, layer_seed, mix, optimizer_steps, set_buffer_int
+from bionas.rules.seeding import buffer_int, draw, fans, layer_seed, mix, new_training_step, set_buffer_int
 
 
 class RandomFeedbackOptions(PluginOptions):
@@ -45,6 +45,7 @@ def fixed_draw(rule, layer: nn.Module) -> torch.Tensor:
 class FeedbackAlignment(FeedbackRule):
     name = "fa"
     description = "Feedback alignment: errors go down through a fixed random matrix B (a buffer)."
+    default_candidate = True  # one of the paper's four searched rules
 
     class Options(RandomFeedbackOptions):
         pass
@@ -59,6 +60,7 @@ class FeedbackAlignment(FeedbackRule):
 class UniformSignFeedback(FeedbackRule):
     name = "usf"
     description = "Uniform sign-concordant feedback: B = s * sign(W), s = sqrt(2 / (fan_in + fan_out))."
+    default_candidate = True  # one of the paper's four searched rules
 
     class Options(PluginOptions):
         scale: Literal["xavier", "unit"] = Field(
@@ -76,6 +78,7 @@ class UniformSignFeedback(FeedbackRule):
 class FixedRandomSignFeedback(FeedbackRule):
     name = "frsf"
     description = "Fixed random-magnitude sign-concordant feedback: B = |R0| * sign(W), R0 drawn once."
+    default_candidate = True  # one of the paper's four searched rules
 
     class Options(RandomFeedbackOptions):
         pass
@@ -93,8 +96,10 @@ class BatchRandomSignFeedback(FeedbackRule):
     k advances by one at the first use after a training step, so every forward
     pass of one step (gradient accumulation, second-order DARTS' perturbed passes)
     sees the same B. What counts as a step is the `redraw` option:
-    'optimizer_step' (default) a `torch.optim.Optimizer.step()` call anywhere in
-    the process, 'weight_update' any in-place change of this layer's weight. Both
+    'optimizer_step' (default) a step of the optimizer that trains this layer,
+    noticed as a change of its weight (bionas.rules.new_training_step: changes inside
+    hold_feedback do not count, other optimizers never move it), 'weight_update'
+    any in-place change of this layer's weight. Both
     buffers are checkpointed: after load_state_dict the next use draws k + 1,
     exactly as the saved run does after its optimizer step. R is drawn on the
     weight's device (no host-to-device copy per step).
@@ -102,12 +107,14 @@ class BatchRandomSignFeedback(FeedbackRule):
 
     name = "brsf"
     description = "Batchwise random-magnitude sign-concordant feedback: B = |R| * sign(W), R redrawn every step."
+    default_candidate = True  # one of the paper's four searched rules
 
     class Options(RandomFeedbackOptions):
         redraw: Literal["optimizer_step", "weight_update"] = Field(
             "optimizer_step",
-            description="When R is redrawn: after any torch.optim optimizer step ('optimizer_step'), "
-            "or after any in-place change of the layer's weight ('weight_update').",
+            description="When R is redrawn: after a step of the optimizer that trains the layer ('optimizer_step': "
+            "a change of its weight, perturbations inside bionas.rules.hold_feedback excepted), or after any "
+            "in-place change of the layer's weight ('weight_update').",
         )
 
     def setup(self, layer: nn.Module) -> None:
@@ -115,18 +122,20 @@ class BatchRandomSignFeedback(FeedbackRule):
         add_buffer(layer, "feedback_seed", torch.tensor(layer_seed(self), dtype=torch.int64, device=device))
         add_buffer(layer, "feedback_step", torch.tensor(0, dtype=torch.int64, device=device))
 
-    def _clock(self, w: torch.Tensor):
+    def _new_step(self, layer: nn.Module) -> bool:
         if self.options.redraw == "optimizer_step":
-            return optimizer_steps()
-        return (id(w), w.data_ptr(), w._version)
-
-    def feedback(self, layer: nn.Module) -> torch.Tensor:
+            return new_training_step(layer)
         w = layer.weight
         state = layer._bionas_state
-        clock = self._clock(w)
-        if state.get("clock") != clock:
+        clock = (id(w), w.data_ptr(), w._version)
+        if state.get("clock") == clock:
+            return False
+        state["clock"] = clock
+        return True
+
+    def feedback(self, layer: nn.Module) -> torch.Tensor:
+        if self._new_step(layer):
             set_buffer_int(layer, "feedback_step", buffer_int(layer, "feedback_step") + 1)
-            state["clock"] = clock
         return self.effective_feedback(layer)
 
     def effective_feedback(self, layer: nn.Module) -> torch.Tensor:

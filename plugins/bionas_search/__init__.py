@@ -3,7 +3,9 @@
     darts          darts.py          DARTS, first and second order
     egnas          egnas.py          EG-NAS: CMA-ES over the alphas, weights by SGD
     random         random_search.py  random search, weight sharing or plain
-    common.py      the epoch loop, checkpoint/resume, the per-epoch record, shared steps
+
+Each subclasses the core's epoch loop, bionas.EpochSearch (bionas/search/epochs.py),
+as a third party's strategy would.
 """
 
 import bionas

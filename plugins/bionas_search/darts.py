@@ -24,9 +24,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from bionas import distributed
-from bionas.rules import exact_gradients
-from bionas_search.common import EpochSearch, SearchRun, WeightTrainingOptions, batches, weight_step
+from bionas.rules import exact_gradients, hold_feedback
+from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, batches, optimizer_step, weight_step
 
 HVP_R = 0.01  # DARTS: eps = 0.01 / |v|
 
@@ -120,23 +119,23 @@ class Darts(EpochSearch):
     def prepare(self, run: SearchRun) -> None:
         super().prepare(run)
         o = self.options
-        run.stateful["arch_optimizer"] = torch.optim.Adam(run.supernet.arch_parameters(), lr=o.arch_lr,
+        run.checkpointed["arch_optimizer"] = torch.optim.Adam(run.supernet.arch_parameters(), lr=o.arch_lr,
                                                           betas=o.arch_betas, weight_decay=o.arch_weight_decay)
         run.loaders["arch"] = run.data.loader("arch", o.arch_batch_size or o.batch_size)
 
     def before_epoch(self, run: SearchRun, epoch: int) -> dict:
         updates = epoch >= self.options.warmup_epochs
-        run.scratch["arch_batches"] = batches(run.loaders["arch"], epoch) if updates else None
+        run.epoch_values["arch_batches"] = batches(run.loaders["arch"], epoch) if updates else None
         return {"arch_updates": updates}
 
     def train_step(self, run: SearchRun, epoch: int, x, y):
-        optimizer, arch_batches = run.stateful["optimizer"], run.scratch["arch_batches"]
+        optimizer, arch_batches = run.optimizer, run.epoch_values["arch_batches"]
         if arch_batches is not None:
             self.arch_step(run, (x, y), next(arch_batches), optimizer.param_groups[0]["lr"])
         return weight_step(run, optimizer, x, y, self.options.grad_clip)
 
     def arch_step(self, run: SearchRun, train_batch, valid_batch, lr: float) -> None:
-        supernet, arch_optimizer = run.supernet, run.stateful["arch_optimizer"]
+        supernet, arch_optimizer = run.supernet, run.checkpointed["arch_optimizer"]
         arch = supernet.arch_parameters()
         exact = exact_gradients(supernet) if self.options.arch_gradient == "exact" else contextlib.nullcontext()
         arch_optimizer.zero_grad(set_to_none=True)
@@ -149,18 +148,19 @@ class Darts(EpochSearch):
                 for a, g in zip(arch, grads):
                     a.grad = g
         # Data-parallel: the mean over the ranks' batches (second order: of each rank's unrolled gradient).
-        distributed.average_gradients(arch)
-        arch_optimizer.step()
+        optimizer_step(arch_optimizer, arch)
 
     def unrolled(self, run: SearchRun, train_batch, valid_batch, xi: float, r: float = HVP_R) -> list[torch.Tensor]:
         """The second-order gradient at the weight optimizer's state. Its passes run without autocast:
         bf16 rounding would swamp the finite difference."""
-        o, supernet, optimizer = self.options, run.supernet, run.stateful["optimizer"]
+        o, supernet, optimizer = self.options, run.supernet, run.optimizer
         weights = run.weight_parameters()
         buffers = [optimizer.state.get(w, {}).get("momentum_buffer") for w in weights]
 
         def loss_fn(x, y):
             return torch.nn.functional.cross_entropy(supernet(run.images(x)).float(), y)
 
-        return unrolled_arch_gradients(loss_fn, supernet.arch_parameters(), weights, train_batch, valid_batch, xi,
-                                       o.momentum, o.weight_decay, buffers, r)
+        # The perturbed weights are not training steps: a rule drawing feedback per step (brsf) keeps its B.
+        with hold_feedback(supernet):
+            return unrolled_arch_gradients(loss_fn, supernet.arch_parameters(), weights, train_batch, valid_batch,
+                                           xi, o.momentum, o.weight_decay, buffers, r)

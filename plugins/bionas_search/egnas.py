@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from bionas import distributed
-from bionas.data.splits import derive_seed, generator
+from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, weight_step
+from bionas.seeds import stream_generator, stream_seed
 from bionas.space.genotype import CELL_TYPES
 from bionas.training import eval_mode
-from bionas_search.common import EpochSearch, SearchRun, WeightTrainingOptions, weight_step
 
 MEAN_NOISE = 1e-2  # EG-NAS: mean = softmax(alpha) + 1e-2 * randn
 _NOISE, _CMA = 11, 12  # random streams of this strategy
@@ -114,7 +114,7 @@ class EGNAS(EpochSearch):
         return {"evolution": self.evolve(run, epoch) if epoch >= self.options.start_epoch else None}
 
     def train_step(self, run: SearchRun, epoch: int, x, y):
-        return weight_step(run, run.stateful["optimizer"], x, y, self.options.grad_clip)
+        return weight_step(run, run.optimizer, x, y, self.options.grad_clip)
 
     @torch.no_grad()
     def evolve(self, run: SearchRun, epoch: int) -> dict[str, Any]:
@@ -131,13 +131,13 @@ class EGNAS(EpochSearch):
         with eval_mode(supernet):
             # Each rank has its own BatchNorm statistics: every rank compares with rank 0's accuracy.
             current_accuracy = distributed.broadcast(self._accuracy(run, x, y))
-            noise = torch.randn(2, *shape, generator=generator(seed, epoch, _NOISE), dtype=torch.float64)
+            noise = torch.randn(2, *shape, generator=stream_generator(seed, epoch, _NOISE), dtype=torch.float64)
             mean = (torch.stack([current[k].double() for k in CELL_TYPES]) + MEAN_NOISE * noise).flatten()
             sigma = max(1.0 / (epoch + 1), o.sigma_min)
             best = []  # per sampling: (accuracy, fitness, z) of its lowest-fitness candidate
             for sampling in range(o.samplings):
                 cma = CMA(mean=mean.numpy(), sigma=sigma, population_size=o.population,
-                          seed=derive_seed(seed, epoch, sampling, _CMA) % 2**32)
+                          seed=stream_seed(seed, epoch, sampling, _CMA) % 2**32)
                 found = None
                 for _ in range(o.generations):
                     asked = [cma.ask() for _ in range(o.population)]  # the same on every rank (same seed)
@@ -156,7 +156,7 @@ class EGNAS(EpochSearch):
 
     def _population_fitness(self, run, x, y, population: list[np.ndarray], current, current_accuracy: float):
         """(fitness, accuracy) of every candidate; in a distributed run each rank scores every world_size-th one."""
-        rank, world_size = run.data.rank, run.data.world_size
+        rank, world_size = run.runtime.rank, run.runtime.world_size
         mine = {i: self._fitness(run, x, y, z, current, current_accuracy)
                 for i, z in enumerate(population) if i % world_size == rank}
         scored = {i: f for part in distributed.gather(mine) for i, f in part.items()}

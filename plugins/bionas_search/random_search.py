@@ -23,13 +23,13 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from bionas.data.splits import generator
 from bionas.search import SearchResult
+from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, score, weight_step
+from bionas.seeds import stream_generator
 from bionas.space import Genotype, SearchSpace, derive_genotype
 from bionas.space.blocks import num_edges
 from bionas.space.genotype import CELL_TYPES
 from bionas.training import Bar
-from bionas_search.common import EpochSearch, SearchRun, WeightTrainingOptions, score, weight_step
 
 _TRAIN, _VALID, _SELECT, _PLAIN = 21, 22, 23, 24  # random streams of this strategy
 
@@ -61,7 +61,7 @@ def sample_genotypes(space: SearchSpace | Any, n: int, seed: int) -> list[Genoty
     from `seed`; the first k of n are the k of sample_genotypes(space, k, seed)."""
     if not isinstance(space, SearchSpace):
         space = SearchSpace(space)
-    gen = generator(seed, _PLAIN)
+    gen = stream_generator(seed, _PLAIN)
     return [derive_genotype(space, sample_weights(space, gen)) for _ in range(n)]
 
 
@@ -85,44 +85,43 @@ class RandomSearch(EpochSearch):
                                   "scored on, the same for every sample (randomNAS_release: 10).")
         top_k: int = Field(default=10, gt=0, description="Best samples re-scored on the whole architecture part (10).")
 
-    def search(self, supernet, data, device, checkpoint=None, *, log=None, quiet=False, amp="auto") -> SearchResult:
+    def search(self, supernet, data, runtime, checkpoint=None) -> SearchResult:
         if self.options.mode == "weight_sharing":
-            return super().search(supernet, data, device, checkpoint, log=log, quiet=quiet, amp=amp)
+            return super().search(supernet, data, runtime, checkpoint)
         started = time.perf_counter()
         genotype = sample_genotypes(supernet.space, 1, data.seed)[0]
         seconds = time.perf_counter() - started
         record = {"stage": "search", "epoch": 0, "strategy": self.name, "mode": "plain",
                   "note": "a uniformly sampled genotype, untrained: the caller retrains it",
                   "genotype": genotype.to_dict(), "seconds": seconds}
-        if log is not None:
-            log(record)
+        runtime.record(record)
         return SearchResult(genotype, [record], seconds)
 
     def before_epoch(self, run: SearchRun, epoch: int) -> dict[str, Any]:
-        run.scratch["sampler"] = generator(run.data.seed, epoch, _TRAIN)
+        run.epoch_values["sampler"] = stream_generator(run.data.seed, epoch, _TRAIN)
         return {}
 
     def train_step(self, run: SearchRun, epoch: int, x, y):
-        weights = sample_weights(run.supernet.space, run.scratch["sampler"])
-        return weight_step(run, run.stateful["optimizer"], x, y, self.options.grad_clip, weights)
+        weights = sample_weights(run.supernet.space, run.epoch_values["sampler"])
+        return weight_step(run, run.optimizer, x, y, self.options.grad_clip, weights)
 
     def after_epoch(self, run: SearchRun, epoch: int) -> dict[str, Any]:
         return {"selection": self.select(run) if epoch == self.options.epochs - 1 else None}
 
     def validate(self, run: SearchRun, epoch: int) -> tuple[float, float]:
         """The expected accuracy of a random architecture: each batch under its own sample."""
-        gen = generator(run.data.seed, epoch, _VALID)
+        gen = stream_generator(run.data.seed, epoch, _VALID)
         return score(run, self.arch_eval_loader(run), lambda i: sample_weights(run.supernet.space, gen))
 
     def select(self, run: SearchRun) -> dict[str, Any]:
         """Score `samples` architectures on `eval_batches` batches, re-score the top_k on the whole
-        architecture part; the best (accuracy, then loss, then sample order) goes to run.extra."""
+        architecture part; the best (accuracy, then loss, then sample order) goes to run.state."""
         o, space = self.options, run.supernet.space
-        gen = generator(run.data.seed, _SELECT)
+        gen = stream_generator(run.data.seed, _SELECT)
         candidates = [sample_weights(space, gen) for _ in range(o.samples)]
         few = list(itertools.islice(self.arch_eval_loader(run), o.eval_batches))
         top_k = min(o.top_k, o.samples)
-        with Bar(o.samples + top_k, "random: scoring samples", run.quiet) as bar:
+        with Bar(o.samples + top_k, "random: scoring samples", run.runtime.quiet) as bar:
             quick = []
             for w in candidates:
                 quick.append(score(run, few, w))
@@ -133,7 +132,7 @@ class RandomSearch(EpochSearch):
                 full[i] = score(run, self.arch_eval_loader(run), candidates[i])
                 bar.advance(1)
         best = min(top, key=lambda i: (-full[i][1], full[i][0], i))
-        run.extra["genotype"] = derive_genotype(space, candidates[best]).to_dict()
+        run.state["genotype"] = derive_genotype(space, candidates[best]).to_dict()
         return {"samples": o.samples, "sample": best, "quick_accuracy": quick[best][1],
                 "valid_loss": full[best][0], "valid_accuracy": full[best][1],
                 "top": [{"sample": i, "quick_accuracy": quick[i][1], "valid_accuracy": full[i][1]} for i in top]}
@@ -141,7 +140,7 @@ class RandomSearch(EpochSearch):
     def epoch_genotype(self, run: SearchRun, epoch: int) -> Genotype | None:
         """None until the last epoch's selection chose one."""
         if epoch == self.options.epochs - 1:
-            return Genotype.from_dict(run.extra["genotype"], check_plugins=False)
+            return Genotype.from_dict(run.state["genotype"], check_plugins=False)
         return None
 
     def epoch_alphas(self, run: SearchRun) -> None:

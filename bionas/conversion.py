@@ -1,20 +1,28 @@
-"""convert(), exact_gradients() and alignment(): rules over a whole network."""
+"""convert(): make the Conv2d/Linear layers of any model learn by rules, given by name or by instance.
+
+The rule machinery (bionas.rules) knows no rule by name; this module resolves
+names through the registry, so it sits above it.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Union
 
-import torch
 from torch import nn
 
-from bionas.rules.base import LearningRule
-from bionas.rules.layers import is_layer, release, release_module_rules, rule_of, wrappable_layers
-from bionas.rules.tap import has_output_tap, install_output_tap, remove_output_tap
+from bionas.registry import get_rule
+from bionas.rules import (
+    LearningRule,
+    has_output_tap,
+    install_output_tap,
+    release,
+    release_module_rules,
+    remove_output_tap,
+    rule_of,
+    wrappable_layers,
+)
 
 RuleLike = Union[str, LearningRule, None]
 RuleSpec = Union[str, LearningRule, Mapping[str, RuleLike]]
@@ -24,8 +32,6 @@ def _resolve(value: RuleLike) -> LearningRule | None:
     if value is None or isinstance(value, LearningRule):
         return value
     if isinstance(value, str):
-        from bionas.registry import get_rule  # the registry imports this package
-
         return get_rule(value)
     raise TypeError(f"a rule is a name, a bionas.LearningRule or None, not {type(value).__name__}")
 
@@ -99,61 +105,3 @@ def convert(model: nn.Module, rule: RuleSpec) -> nn.Module:
     elif has_output_tap(model):
         remove_output_tap(model)
     return model
-
-
-@contextlib.contextmanager
-def exact_gradients(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside it, every rule layer and module of `model` back-propagates the true gradient.
-
-    Graphs recorded inside the context (the forward pass decides) give the exact input and
-    weight gradients, as if no layer had a rule. Nests, and restores on exceptions.
-    """
-    modules = [m for m in model.modules() if rule_of(m) is not None]
-    for module in modules:
-        module._bionas_exact += 1
-    try:
-        yield model
-    finally:
-        for module in modules:
-            if "_bionas_exact" in module.__dict__:
-                module._bionas_exact -= 1
-
-
-@dataclass(frozen=True)
-class LayerAlignment:
-    """How the feedback a layer sends errors with compares with its weight."""
-
-    rule: str
-    angle_deg: float  # arccos(<B, W> / (|B| |W|)) in degrees; NaN when the rule has no weight-shaped B
-    norm_ratio: float  # |B| / |W|; NaN likewise
-
-
-def alignment(model: nn.Module) -> dict[str, LayerAlignment]:
-    """Per Conv2d/Linear (by module name): the rule, the angle between its effective feedback and
-    its weight, and their norm ratio.
-
-    Plain layers (backprop) send with W itself: 0 degrees, ratio 1. Rules without a
-    weight-shaped feedback (dfa, hebbian with error=block) report NaN; pc (its inference uses
-    the true Jacobians) and hebbian with error=pass report W.
-    """
-    report = {}
-    with torch.no_grad():
-        for name, layer in model.named_modules():
-            if not is_layer(layer):
-                continue
-            rule = rule_of(layer)
-            feedback = layer.weight if rule is None else rule.effective_feedback(layer)
-            report[name] = _compare("bp" if rule is None else rule.name, feedback, layer.weight)
-    return report
-
-
-def _compare(rule: str, feedback: torch.Tensor | None, weight: torch.Tensor) -> LayerAlignment:
-    if feedback is None:
-        return LayerAlignment(rule, math.nan, math.nan)
-    b = feedback.detach().double().flatten()
-    w = weight.detach().double().flatten()
-    nb, nw = b.norm().item(), w.norm().item()
-    if nb == 0 or nw == 0:
-        return LayerAlignment(rule, math.nan, nb / nw if nw else math.nan)
-    cos = max(-1.0, min(1.0, (b @ w).item() / (nb * nw)))
-    return LayerAlignment(rule, math.degrees(math.acos(cos)), nb / nw)

@@ -1,14 +1,18 @@
-"""Search strategies: the SearchStrategy base, the data it searches on, and its result."""
+"""The SearchStrategy plugin base, the data a strategy searches on, and its result.
+
+Strategies that train the supernet epoch by epoch subclass bionas.search.epochs.EpochSearch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
+from bionas.data import make_loader, search_split
 from bionas.plugin import Plugin
+from bionas.runtime import Runtime
 
 
 @dataclass
@@ -39,8 +43,6 @@ class SearchData:
 
         In a distributed run each rank gets its own shard; `shard=False` gives every rank the same batches.
         """
-        from bionas.data import make_loader
-
         if part not in ("weights", "arch"):
             raise ValueError(f"unknown search data part {part!r}; expected 'weights' or 'arch'")
         indices = self.weights_indices if part == "weights" else self.arch_indices
@@ -52,8 +54,6 @@ class SearchData:
     @classmethod
     def split(cls, dataset, arch_fraction: float = 0.5, **kwargs) -> SearchData:
         """Divide the dataset's training split (stratified, fixed seed) into the two parts."""
-        from bionas.data import search_split
-
         weights, arch = search_split(dataset, fraction=1 - arch_fraction, seed=kwargs.get("seed", 0))
         return cls(dataset, weights, arch, **kwargs)
 
@@ -68,11 +68,14 @@ class SearchResult:
 class SearchStrategy(Plugin):
     """Searches the supernet's architecture and returns a SearchResult.
 
-    `search(supernet, data, device, checkpoint, log=..., quiet=..., amp=...)`:
+    `search(supernet, data, runtime, checkpoint=None)`: `runtime` (a bionas.Runtime)
+    says where and how (device, amp, rank and world size, quiet) and takes one
+    JSON-ready record per epoch (`runtime.record(record)`: metrics.jsonl).
     `checkpoint` is a bionas.checkpoint.Checkpointer (or None): call
     `checkpoint.load()` first and continue after the epoch it holds, and
-    `checkpoint.save(state, epoch)` after every epoch. `log(record)` receives one
-    JSON-ready dict per epoch (metrics.jsonl).
+    `checkpoint.save(state, epoch)` after every epoch. Subclassing
+    bionas.search.epochs.EpochSearch gives all of this, and gradient averaging
+    under torchrun, for free.
 
     `space_defaults` fills the SpaceSpec fields a spec leaves null (see
     `resolve_space`), e.g. `{"partial_channels": 4}` for a strategy whose
@@ -82,17 +85,7 @@ class SearchStrategy(Plugin):
     kind: ClassVar[str] = "search"
     space_defaults: ClassVar[dict[str, Any]] = {}
 
-    def search(
-        self,
-        supernet: torch.nn.Module,
-        data: SearchData,
-        device: torch.device,
-        checkpoint=None,
-        *,
-        log: Callable[[dict[str, Any]], None] | None = None,
-        quiet: bool = False,
-        amp: str = "auto",
-    ) -> SearchResult:
+    def search(self, supernet: torch.nn.Module, data: SearchData, runtime: Runtime, checkpoint=None) -> SearchResult:
         raise NotImplementedError
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from bionas.pipeline.result import RunResult
+from bionas.robustness import RobustnessReport
 from bionas.rundir import RunDir, atomic_write_text, read_json
+from bionas.space import Genotype
+from bionas.spec import load_spec
 
 
 def _pct(value: float | None) -> str:
@@ -75,11 +79,6 @@ def render_report(spec, result, provenance: dict[str, Any], run_dir: RunDir) -> 
 
 def refresh_report(run_dir) -> None:
     """Rebuild report.md of a finished run from its files (after an analysis added a section)."""
-    from bionas.pipeline import RunResult
-    from bionas.robustness import RobustnessReport
-    from bionas.space import Genotype
-    from bionas.spec import load_spec
-
     run = RunDir(run_dir)
     spec = load_spec(read_json(run.path("resolved_spec.json")))
     result = RunResult(run.root)

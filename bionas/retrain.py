@@ -11,24 +11,22 @@ A checkpoint after every epoch makes an interrupted run resume exactly.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 
 from bionas import distributed
 from bionas.analysis.alignment import alignment_record
 from bionas.checkpoint import Checkpointer, load_model_state, save_state
 from bionas.data import make_loader
-from bionas.data.splits import derive_seed
+from bionas.runtime import Runtime
+from bionas.seeds import stream_seed
 from bionas.spec import RetrainSpec
-from bionas.training import Bar, autocast, check_finite, evaluate_accuracy
-
-LOG_EVERY = 20  # steps between reading the loss on the host (the only sync in the loop)
+from bionas.training import LOG_EVERY, Bar, autocast, check_finite, evaluate_accuracy
 
 
 @dataclass
@@ -40,6 +38,10 @@ class TrainResult:
 
 
 def make_optimizer(model: torch.nn.Module, recipe: RetrainSpec):
+    # timm (and torchvision under it) more than doubles the import time of torch: only a retrain pays it.
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
     # DARTS decays every weight, biases and BN included: filter_bias_and_bn=False.
     optimizer = create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
                                     momentum=recipe.momentum, filter_bias_and_bn=False)
@@ -81,39 +83,46 @@ def train_epoch(model, forward, loader, optimizer, recipe: RetrainSpec, device, 
     return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
 
 
+def training_forward(model: torch.nn.Module, runtime: Runtime) -> Callable:
+    """What the steps run through: `model.forward_with_aux`, or in a data-parallel run a
+    DistributedDataParallel wrapper of it (DDP averages the gradients over the ranks)."""
+    if runtime.world_size > 1 and distributed.active():
+        return distributed.data_parallel(model, runtime.device)
+    return model.forward_with_aux
+
+
 def retrain(
     model: torch.nn.Module,
     dataset,
     recipe: RetrainSpec,
+    runtime: Runtime,
     *,
-    device: torch.device,
     seed: int,
     best_path: Path,
     checkpoint: Checkpointer | None = None,
-    log: Callable[[dict[str, Any]], None] | None = None,
-    quiet: bool = False,
-    amp: str = "auto",
-    channels_last: bool = False,
     eval_batch_size: int = 256,
     best_metadata: dict[str, Any] | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    train_model: torch.nn.Module | None = None,
-    workers: int | None = None,
 ) -> TrainResult:
-    """Train `model` by `recipe`; the best validation epoch's weights go to `best_path`.
+    """Train `model` (a Network) by `recipe`; the best validation epoch's weights go to `best_path`.
 
-    `train_model` is what the steps run through when it is not `model.forward_with_aux`
-    (a DistributedDataParallel wrapper); `model` is what is saved and validated (on rank 0).
-    `workers`: DataLoader workers for data sets not held in memory (make_loader's default when None).
+    `runtime` says where and how: the model is moved to its device (channels_last and
+    torch.compile when it asks), each rank trains on its own shard through DDP, rank 0
+    validates, and every epoch's record goes to `runtime.record`. `best_metadata` is stored
+    beside the best weights (bionas.space.load_network reads the genotype and config from it).
     """
-    forward = train_model if train_model is not None else model.forward_with_aux
+    device, rank, world_size = runtime.device, runtime.rank, runtime.world_size
+    model.to(device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if runtime.compile:
+        model.forward_with_aux = torch.compile(model.forward_with_aux)
+    forward = training_forward(model, runtime)
     augment = {"cutout": recipe.cutout}
     train_loader = make_loader(dataset, "train", recipe.batch_size, train=True, device=device, augment=augment,
-                               seed=seed, rank=rank, world_size=world_size, num_workers=workers)
+                               seed=seed, rank=rank, world_size=world_size, num_workers=runtime.workers)
     # Rank 0 alone validates: its numbers decide for every rank.
     val_loader = make_loader(dataset, "val", eval_batch_size, train=False, device=device,
-                             num_workers=workers) if rank == 0 else None
+                             num_workers=runtime.workers) if rank == 0 else None
     optimizer, scheduler = make_optimizer(model, recipe)
     result = TrainResult(best_epoch=-1, best_val_accuracy=-1.0)
     start = 0
@@ -128,14 +137,14 @@ def retrain(
         started = time.perf_counter()
         # Drop path draws from the global generator: seeded per (seed, rank, epoch), an epoch's randomness does
         # not depend on how the run got there (resumed or not) and differs between ranks.
-        torch.manual_seed(derive_seed(seed, rank, epoch))
+        torch.manual_seed(stream_seed(seed, rank, epoch))
         model.drop_path_prob = recipe.drop_path * epoch / recipe.epochs
         scheduler.step(epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_loader.set_epoch(epoch)
-        with Bar(len(train_loader), f"retrain {epoch + 1}/{recipe.epochs}", quiet) as bar:
-            train_loss, train_acc = train_epoch(model, forward, train_loader, optimizer, recipe, device, amp, bar,
-                                                epoch, channels_last)
+        with Bar(len(train_loader), f"retrain {epoch + 1}/{recipe.epochs}", runtime.quiet) as bar:
+            train_loss, train_acc = train_epoch(model, forward, train_loader, optimizer, recipe, device, runtime.amp,
+                                                bar, epoch, runtime.channels_last)
             # Every rank trains on as many images: the mean over ranks is the sum over ranks / world_size.
             train_loss, train_acc = (v / world_size for v in distributed.sum_over_ranks(train_loss, train_acc))
             check_finite(train_loss, "retrain", epoch)
@@ -143,7 +152,7 @@ def retrain(
             if rank == 0:  # `model`, never the DDP wrapper: a forward on one rank must not start a collective
                 # Neither an eval forward nor alignment() advances a rule's feedback (brsf's step): the ranks
                 # stay in step without doing this work.
-                validation = evaluate_accuracy(model, val_loader, device, amp), alignment_record(model)
+                validation = evaluate_accuracy(model, val_loader, device, runtime.amp), alignment_record(model)
             (val_loss, val_acc), alignment = distributed.broadcast(validation)
             bar.advance(0, f"loss {train_loss:.3f} train {train_acc:.1%} val {val_acc:.1%}")
         result.seconds += time.perf_counter() - started
@@ -157,8 +166,7 @@ def retrain(
                            {**(best_metadata or {}), "epoch": epoch, "val_accuracy": val_acc})
         record["best_epoch"] = result.best_epoch
         result.history.append(record)
-        if log:
-            log(record)
+        runtime.record(record)
         if checkpoint:
             checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "best_epoch": result.best_epoch,

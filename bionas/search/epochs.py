@@ -1,12 +1,12 @@
-"""What the search strategies share: the epoch loop with checkpoint and resume, the per-epoch
-record, the weight-training step, device-side meters, scoring, and loader helpers.
+"""EpochSearch: the epoch loop a search strategy shares with darts, egnas and random.
 
-An `EpochSearch` strategy implements `train_step` and, where it needs more than the weights'
-SGD, schedule and loader, `prepare(run)` (objects with a `state_dict` go in run.stateful, they
-are checkpointed; loaders in run.loaders); where
-it needs them, `before_epoch`/`after_epoch` (record fields of their own) and, where it differs
-from the DARTS rule over softmax(alphas), `epoch_genotype`. The base class does the rest
-identically for every strategy:
+A strategy that trains the supernet epoch by epoch subclasses `EpochSearch`
+(public as `bionas.EpochSearch`) and implements `train_step`; where it needs
+more than the weights' SGD, schedule and loader, `prepare(run)` (objects with a
+`state_dict` go in `run.checkpointed`, further loaders in `run.loaders`); where it
+needs them, `before_epoch`/`after_epoch` (record fields of their own) and,
+where it differs from the DARTS rule over softmax(alphas), `epoch_genotype`.
+The base class does the rest identically for every strategy:
 
     state = checkpoint.load()           resume: supernet, optimizers, schedulers, strategy
                                         state, history, seconds; continue at epoch + 1
@@ -14,33 +14,47 @@ identically for every strategy:
         train_epoch                     (loaders set to the epoch: order and augmentation are
                                         functions of (seed, epoch) only)
         validate on the architecture part (eval mode, no augmentation)
-        record = one JSON-ready dict    log(record), then checkpoint.save(state, epoch)
+        record = one JSON-ready dict    runtime.record(record), then checkpoint.save(state, epoch)
 
 so a search killed at any point and resumed from its checkpoint repeats exactly what an
 uninterrupted one does (CPU, same seed).
+
+Under torchrun every rank runs the same loop on its own shard of the data. The step
+helpers (`optimizer_step`, `weight_step`) average the gradients over the ranks before
+stepping, and `Meter` and `score` sum over them, so a strategy whose steps go through
+them is correct in a data-parallel run without knowing it is one.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from bionas import distributed
-from bionas.checkpoint import load_model_state
+from bionas.checkpoint import Checkpointer, load_model_state
+from bionas.data import Loader
 from bionas.plugin import PluginOptions
-from bionas.search import SearchData, SearchResult, SearchStrategy
-from bionas.space import Genotype
+from bionas.runtime import Runtime
+from bionas.search.base import SearchData, SearchResult, SearchStrategy
+from bionas.space import Genotype, Supernet
 from bionas.space.genotype import CELL_TYPES
-from bionas.training import Bar, autocast, check_finite, eval_mode
+from bionas.training import LOG_EVERY, Bar, autocast, check_finite, eval_mode
 
-LOG_EVERY = 20  # steps between reading the running loss on the host (the only sync in the loop)
 Weights = dict[str, torch.Tensor]  # mixing weights by cell type, as Supernet.forward takes them
+
+
+class Stateful(Protocol):
+    """What a checkpointed object has: an optimizer, a learning-rate scheduler."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...
 
 
 class WeightTrainingOptions(PluginOptions):
@@ -59,41 +73,57 @@ class WeightTrainingOptions(PluginOptions):
 
 @dataclass
 class SearchRun:
-    """One call of `search`: the supernet and data, and the objects a strategy keeps across epochs.
+    """One call of `search`: the supernet, its data and runtime, and what the strategy keeps.
 
-    `stateful` holds everything with `state_dict()`/`load_state_dict()` (optimizers,
-    schedulers) by name; `extra` holds the strategy's own state (tensors and JSON values).
-    Both are checkpointed every epoch.
+    By lifetime:
+    * `optimizer`, `scheduler`: the weights' SGD and its schedule (EpochSearch.prepare);
+      `checkpointed`: further objects with `state_dict` (darts: "arch_optimizer").
+      All of them are checkpointed every epoch.
+    * `state`: the strategy's own values across epochs, tensors and JSON (random: the
+      selected "genotype"); checkpointed every epoch.
+    * `loader`: batches of the weights part; `loaders`: further loaders (darts: "arch",
+      egnas: "fitness"). Made once per search.
+    * `epoch_values`: per-epoch objects (iterators, generators): emptied when an epoch
+      starts, never checkpointed.
     """
 
-    supernet: Any  # bionas.space.Supernet
+    supernet: Supernet
     data: SearchData
-    device: torch.device
-    amp: str
-    quiet: bool
-    channels_last: bool
-    stateful: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    loaders: dict[str, Any] = field(default_factory=dict)
-    scratch: dict[str, Any] = field(default_factory=dict)  # per-epoch objects (iterators): never checkpointed
-
-    def images(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor, weights: Weights | None = None):
-        """Cross-entropy (in float32) and logits of a batch, under the run's autocast."""
-        with autocast(self.device, self.amp):
-            logits = self.supernet(self.images(x), weights)
-        return F.cross_entropy(logits.float(), y), logits
+    runtime: Runtime
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Stateful | None = None
+    checkpointed: dict[str, Stateful] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    loader: Loader | None = None
+    loaders: dict[str, Loader] = field(default_factory=dict)
+    epoch_values: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         # Walking the supernet's parameters costs ~30 ms on the paper's space, and the set never
         # changes during a search (nothing toggles requires_grad; to() and load_state_dict keep them).
         self._weights = [p for p in self.supernet.weight_parameters() if p.requires_grad]
 
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
     def weight_parameters(self) -> list[torch.nn.Parameter]:
         """The trainable non-architecture parameters, as when the run was made (one list, not to be changed)."""
         return self._weights
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.runtime.channels_last else x
+
+    def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor, weights: Weights | None = None):
+        """Cross-entropy (in float32) and logits of a batch, under the run's autocast."""
+        with autocast(self.device, self.runtime.amp):
+            logits = self.supernet(self.images(x), weights)
+        return F.cross_entropy(logits.float(), y), logits
+
+    def stateful(self) -> dict[str, Stateful]:
+        """Every checkpointed object by name: optimizer, scheduler and `checkpointed`."""
+        named = {"optimizer": self.optimizer, "scheduler": self.scheduler, **self.checkpointed}
+        return {name: obj for name, obj in named.items() if obj is not None}
 
 
 class Meter:
@@ -127,12 +157,23 @@ class Meter:
 
 def sgd(run: SearchRun, options: WeightTrainingOptions):
     """DARTS's weight optimizer (classical momentum, every weight decayed) and its cosine schedule."""
+    # timm (and torchvision under it) more than doubles the import time of torch: only a search pays it.
     from timm.scheduler import create_scheduler_v2
 
     optimizer = torch.optim.SGD(run.weight_parameters(), lr=options.lr, momentum=options.momentum,
                                 weight_decay=options.weight_decay)
     scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=options.epochs, min_lr=options.lr_min)
     return optimizer, scheduler
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                   grad_clip: float | None = None) -> None:
+    """Step `optimizer` on the gradients `params` hold: first averaged over the ranks of a
+    data-parallel run (every rank takes the same step), then norm-clipped when `grad_clip` is set."""
+    distributed.average_gradients(params)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
 
 
 def weight_step(run: SearchRun, optimizer, x, y, grad_clip: float | None, weights: Weights | None = None):
@@ -144,10 +185,7 @@ def weight_step(run: SearchRun, optimizer, x, y, grad_clip: float | None, weight
     loss, logits = run.loss_and_logits(x, y, weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward(inputs=params)
-    distributed.average_gradients(params)  # data-parallel: every rank takes the same step
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
+    optimizer_step(optimizer, params, grad_clip)
     return loss.detach(), logits.detach()
 
 
@@ -194,14 +232,17 @@ class EpochSearch(SearchStrategy):
     # -- what a strategy implements ---------------------------------------------------------------
 
     def prepare(self, run: SearchRun) -> None:
-        """Create optimizers and schedulers (run.stateful) and loaders (run.loaders); the default:
-        the weights' SGD and cosine schedule, and the weights part's loader."""
-        optimizer, scheduler = sgd(run, self.options)
-        run.stateful.update(optimizer=optimizer, scheduler=scheduler)
-        run.loaders["weights"] = run.data.loader("weights", self.options.batch_size)
+        """Create optimizers and schedulers (run.optimizer, run.scheduler, run.checkpointed) and loaders
+        (run.loader, run.loaders); the default: the weights' SGD and cosine schedule, and the weights
+        part's loader."""
+        run.optimizer, run.scheduler = sgd(run, self.options)
+        run.loader = run.data.loader("weights", self.options.batch_size)
 
     def train_step(self, run: SearchRun, epoch: int, x: torch.Tensor, y: torch.Tensor):
-        """One step on a batch of the weights part; returns the weight step's (loss, logits)."""
+        """One step on a batch of the weights part; returns the weight step's (loss, logits).
+
+        Step through `weight_step` or `optimizer_step`: they average the gradients over the ranks.
+        """
         raise NotImplementedError
 
     def before_epoch(self, run: SearchRun, epoch: int) -> dict[str, Any]:
@@ -214,15 +255,13 @@ class EpochSearch(SearchStrategy):
 
     def train_epoch(self, run: SearchRun, epoch: int, bar: Bar) -> dict[str, Any]:
         """One epoch of steps; returns the record's train_loss, train_accuracy, lr and the hooks' fields."""
-        optimizer, scheduler = run.stateful["optimizer"], run.stateful["scheduler"]
-        scheduler.step(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        run.scratch = {}
+        run.scheduler.step(epoch)
+        lr = run.optimizer.param_groups[0]["lr"]
+        run.epoch_values = {}
         fields = self.before_epoch(run, epoch)
-        loader = run.loaders["weights"]
-        loader.set_epoch(epoch)
+        run.loader.set_epoch(epoch)
         meter = Meter(run.device)
-        for step, (x, y) in enumerate(loader):
+        for step, (x, y) in enumerate(run.loader):
             loss, logits = self.train_step(run, epoch, x, y)
             meter.add(loss, logits, y)
             bar.advance(1, meter.status(step, "search", epoch))
@@ -252,31 +291,30 @@ class EpochSearch(SearchStrategy):
             run.loaders["arch_eval"] = run.data.loader("arch", self.options.batch_size, train=False)
         return run.loaders["arch_eval"]
 
-    def start(self, supernet, data: SearchData, device, amp: str, quiet: bool) -> SearchRun:
-        device = torch.device(device)
-        channels_last = device.type == "cuda"
-        supernet.to(device)
-        if channels_last:
+    def start(self, supernet: Supernet, data: SearchData, runtime: Runtime) -> SearchRun:
+        supernet.to(runtime.device)
+        if runtime.channels_last:
             supernet.to(memory_format=torch.channels_last)
         supernet.train()
-        return SearchRun(supernet, data, device, amp, quiet, channels_last)
+        return SearchRun(supernet, data, runtime)
 
-    def search(self, supernet, data, device, checkpoint=None, *, log=None, quiet=False, amp="auto") -> SearchResult:
-        run = self.start(supernet, data, device, amp, quiet)
+    def search(self, supernet: Supernet, data: SearchData, runtime: Runtime,
+               checkpoint: Checkpointer | None = None) -> SearchResult:
+        run = self.start(supernet, data, runtime)
         self.prepare(run)
         history: list[dict[str, Any]] = []
         seconds, first = 0.0, 0
         state = checkpoint.load(run.device) if checkpoint is not None else None
         if state is not None:
             load_model_state(supernet, state["supernet"], "search checkpoint")
-            for name, obj in run.stateful.items():
+            for name, obj in run.stateful().items():
                 obj.load_state_dict(state["stateful"][name])
-            run.extra = state["extra"]
+            run.state = state["extra"]
             history, seconds, first = state["history"], state["seconds"], state["epoch"] + 1
         epochs = self.options.epochs
         for epoch in range(first, epochs):
             started = time.perf_counter()
-            with Bar(self.steps_per_epoch(run), f"search {self.name} {epoch + 1}/{epochs}", quiet) as bar:
+            with Bar(self.steps_per_epoch(run), f"search {self.name} {epoch + 1}/{epochs}", runtime.quiet) as bar:
                 fields = self.train_epoch(run, epoch, bar)
                 check_finite(fields["train_loss"], "search", epoch)
                 valid_loss, valid_accuracy = self.validate(run, epoch)
@@ -289,16 +327,16 @@ class EpochSearch(SearchStrategy):
                       "valid_loss": valid_loss, "valid_accuracy": valid_accuracy, "alphas": self.epoch_alphas(run),
                       "genotype": genotype.to_dict() if genotype is not None else None, "seconds": seconds}
             history.append(record)
-            if log is not None:
-                log(record)
+            runtime.record(record)
             if checkpoint is not None:
+                # The file keys ("stateful", "extra") are those of earlier versions: their checkpoints resume.
                 checkpoint.save({"supernet": supernet.state_dict(),
-                                 "stateful": {name: obj.state_dict() for name, obj in run.stateful.items()},
-                                 "extra": run.extra, "history": history, "seconds": seconds, "epoch": epoch}, epoch)
+                                 "stateful": {name: obj.state_dict() for name, obj in run.stateful().items()},
+                                 "extra": run.state, "history": history, "seconds": seconds, "epoch": epoch}, epoch)
         return SearchResult(self.result_genotype(run, history), history, seconds)
 
     def steps_per_epoch(self, run: SearchRun) -> int:
-        return len(run.loaders["weights"])
+        return len(run.loader)
 
     def result_genotype(self, run: SearchRun, history: list[dict[str, Any]]) -> Genotype:
         """The last epoch's genotype (also when a finished search is resumed)."""

@@ -1,0 +1,34 @@
+"""What a run produced, as `bionas.run` returns it and results.json holds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bionas.errors import BionasError
+
+
+class Interrupted(BionasError):
+    exit_code = 130
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    genotype: Any = None  # bionas.space.Genotype
+    search_seconds: float | None = None
+    best_epoch: int | None = None
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    parameters: int | None = None
+    robustness: Any = None  # bionas.robustness.RobustnessReport
+    stages: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out = {"run_dir": str(self.run_dir), "stages": self.stages,
+               "genotype": str(self.genotype) if self.genotype else None, "search_seconds": self.search_seconds, "best_epoch": self.best_epoch,
+               "val_accuracy": self.val_accuracy, "test_accuracy": self.test_accuracy, "parameters": self.parameters}
+        if self.robustness is not None:
+            out["robustness"] = self.robustness.to_json()
+        return out

@@ -1,0 +1,151 @@
+"""search -> genotype -> retrain -> test -> attacks -> report, in one run directory.
+
+Each stage checkpoints as it goes and records in stages.json that it finished
+(bionas.pipeline.book); `resume=True` skips the finished stages and continues
+the interrupted one from its checkpoint. The test split is touched once, by the
+test and attack stages, after the network was selected on validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from bionas import distributed
+from bionas.pipeline.book import StageBook
+from bionas.pipeline.context import StageContext
+from bionas.pipeline.evaluate_stage import AccuracyStage, AttackStage
+from bionas.pipeline.report import refresh_report
+from bionas.pipeline.result import Interrupted, RunResult
+from bionas.pipeline.search_stage import SearchStage, given_genotype
+from bionas.pipeline.train_stage import TrainStage
+from bionas.plots import training_curves
+from bionas.registry import get_attack, get_dataset, get_registry
+from bionas.runtime import Runtime
+from bionas.rundir import RunDir, provenance, write_json
+from bionas.space import with_backprop
+from bionas.spec import Spec, default_fixed_rule, load_spec
+from bionas.training import seed_everything
+
+
+def run_provenance(spec: Spec, device: torch.device, world_size: int) -> dict[str, Any]:
+    """provenance.json: the versions of the stack and of every plugin the spec uses, the device, the world."""
+    registry = get_registry()
+    plugins = [registry.info(kind, ref.name) for _, kind, ref in spec.plugin_refs()]
+    plugins += [registry.info("op", op) for op in spec.space.ops]
+    found = provenance({(p.kind, p.name): p for p in plugins}.values())
+    return {**found, "device": str(device), "world_size": world_size}
+
+
+class Pipeline:
+    """One run of a spec in one run directory; `stages` limits it (`["search"]`, or `["retrain", "attacks"]`)."""
+
+    def __init__(self, spec: Spec, run_dir: Path, resume: bool, quiet: bool, stages: Sequence[str] | None = None):
+        self.spec = spec
+        self.dir = RunDir(run_dir)
+        self.resume = resume
+        self.only = set(stages) if stages else None
+        world, device = distributed.init(spec.device)
+        self.console = Console(stderr=True, quiet=quiet or not world.is_main)  # rank 0 alone talks
+        self.provenance = run_provenance(spec, device, world.world_size)
+        versions = {"bionas": self.provenance["bionas"], "torch": self.provenance["torch"]}
+        self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main)
+        self.runtime = Runtime(device=device, amp=spec.runtime.amp, compile=spec.runtime.compile,
+                               channels_last=device.type == "cuda" and spec.runtime.channels_last,
+                               rank=world.rank, world_size=world.world_size, workers=spec.runtime.workers,
+                               quiet=quiet or not world.is_main, log=self.book.log)
+        self.attacks = [get_attack(a.name, **a.options) for a in spec.evaluation.attacks]
+        self.result = RunResult(self.dir.root)
+
+    # -- which stages ----------------------------------------------------------------------------
+
+    def wanted(self, stage: str) -> bool:
+        return self.only is None or stage in self.only
+
+    def needs_surrogate(self) -> bool:
+        """An attack that crafts its examples on a surrogate it was not given gets the genotype retrained
+        with backprop."""
+        return self.wanted("attacks") and any(attack.needs_surrogate for attack in self.attacks)
+
+    def reused_stages(self) -> list[str]:
+        """The stages whose finished outputs this run would reuse: `finished` checks each against the spec."""
+        stages = ["search"] if self.spec.search else []
+        if self.spec.retrain is not None and self.wanted("retrain"):
+            stages += ["retrain", "surrogate"] if self.needs_surrogate() else ["retrain"]
+        return stages
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        spec, main = self.spec, self.runtime.is_main
+        if main:
+            self.dir.prepare(self.resume)
+        distributed.barrier()
+        for stage in self.reused_stages():  # a refused resume must leave the spec files of the run as they were
+            self.book.finished(stage)
+        if main:  # on resume, each stage checks the part of the spec it depends on (StageBook.finished)
+            write_json(self.dir.path("resolved_spec.json"), self.book.spec_dict)
+            write_json(self.dir.path("provenance.json"), self.provenance)
+        seed_everything(spec.seed)
+        dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
+        context = StageContext(spec, self.book, self.runtime, dataset, self.console, self.result)
+        self.console.print(f"[bold]bionas[/bold] run '{spec.name}' in {self.dir.root} on {self.runtime.device}")
+        if spec.search:
+            self.result.genotype = SearchStage(context, allowed=self.wanted("search")).run()
+        else:
+            self.result.genotype = given_genotype(context)
+        if spec.retrain is not None and self.wanted("retrain"):
+            retrain = TrainStage(context, "retrain")
+            model = retrain.run(self.result.genotype)
+            retrain.record_result()
+            surrogate = None
+            if self.needs_surrogate():  # training runs collectives: every rank, before rank 0's evaluation
+                surrogate = TrainStage(context, "surrogate").run(with_backprop(self.result.genotype))
+            if main:  # evaluation needs no second process
+                AccuracyStage(context).run(model)
+                if spec.evaluation.attacks and self.wanted("attacks"):
+                    label = f"the same genotype trained with {default_fixed_rule()}"
+                    AttackStage(context, self.attacks, label).run(model, surrogate)
+        if main:
+            self.write_outputs()
+        distributed.barrier()
+        return self.result
+
+    def write_outputs(self) -> None:
+        """results.json, the genotype and training plots, report.md."""
+        self.result.stages = self.book.finished_stages()
+        write_json(self.dir.path("results.json"), self.result.summary())
+        if self.spec.output.plots and self.result.genotype is not None:
+            self.result.genotype.draw(self.dir.path("genotype.png"))
+        if self.spec.output.plots and self.result.best_epoch is not None:  # last: every training stage logged
+            training_curves(self.dir.metrics.records(), self.dir.path("training.png"))
+        refresh_report(self.dir.root)
+
+
+def run(
+    spec: Spec | str | Path | dict,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    stages: Sequence[str] | None = None,
+) -> RunResult:
+    """Run a spec: search -> genotype -> retrain -> test -> attacks -> report.
+
+    `stages` limits the run to some stages (`["search"]`, or `["retrain"]`
+    which also tests and attacks); `resume` continues an interrupted run.
+    """
+    spec = load_spec(spec)
+    pipeline = Pipeline(spec, Path(out_dir) if out_dir else spec.run_dir(), resume, quiet, stages)
+    try:
+        return pipeline.execute()
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted. Finished stages and the last epoch checkpoint are kept in {pipeline.dir.root}; "
+            f"continue with: bionas run SPEC --resume --out {pipeline.dir.root}"
+        ) from None
+    finally:
+        distributed.shutdown()

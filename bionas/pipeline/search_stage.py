@@ -1,0 +1,76 @@
+"""The search stage: the strategy over the supernet of the spec's space, to genotype.json (or the given genotype)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bionas import distributed
+from bionas.errors import BionasError
+from bionas.pipeline.context import StageContext
+from bionas.plots import alpha_heatmaps
+from bionas.registry import get_search
+from bionas.rundir import read_json, write_json
+from bionas.search import SearchData, SearchResult, resolve_space
+from bionas.space import Genotype, SearchSpace, Supernet
+
+
+class SearchStage:
+    """Search the spec's space with its strategy; genotype.json, search.json and alphas.png on rank 0."""
+
+    def __init__(self, context: StageContext, allowed: bool):
+        self.context = context
+        self.allowed = allowed  # False: this command does not search (`bionas train`)
+        spec = context.spec
+        self.strategy = get_search(spec.search.name, **spec.search.options)
+        self.space_spec = resolve_space(spec.space, type(self.strategy))
+
+    def run(self) -> Genotype:
+        context, spec = self.context, self.context.spec
+        if context.book.finished("search"):
+            context.console.print("search: finished earlier, genotype.json reused")
+            context.result.search_seconds = read_json(context.path("search.json")).get("seconds")
+            return Genotype.load(context.path("genotype.json"))
+        if not self.allowed:
+            raise BionasError("this command does not run the search, and the run has no genotype yet")
+        space = SearchSpace(self.space_spec)
+        info = context.dataset.info
+        supernet = Supernet(space, info.num_classes, info.channels, info.mean, info.std)
+        runtime = context.runtime
+        supernet.to(runtime.device)  # a strategy gets the supernet on the runtime's device
+        if runtime.channels_last:
+            supernet.to(memory_format=torch.channels_last)
+        data = SearchData.split(context.dataset, spec.search.arch_fraction, device=runtime.device, seed=spec.seed,
+                                rank=runtime.rank, world_size=runtime.world_size, workers=runtime.workers)
+        checkpoint = context.book.checkpointer("search")
+        context.console.print(f"search: {self.strategy.name} over {space.num_candidates} candidates per edge")
+        result = self.strategy.search(supernet, data, runtime, checkpoint)
+        if context.main:
+            result.genotype.save(context.path("genotype.json"))
+            write_json(context.path("search.json"), {"strategy": self.strategy.name, "seconds": result.seconds,
+                                                     "candidates": space.labels, "epochs": len(result.history)})
+            if spec.output.plots:
+                self.plot_alphas(result, space)
+        context.book.mark_finished("search")
+        distributed.barrier()
+        context.result.search_seconds = result.seconds
+        context.console.print(f"search: done in {result.seconds:.1f}s\n{result.genotype}")
+        return result.genotype
+
+    def plot_alphas(self, result: SearchResult, space: SearchSpace) -> None:
+        alphas = next((r["alphas"] for r in reversed(result.history) if r.get("alphas")), None)
+        if alphas:
+            alpha_heatmaps(alphas, space.labels, self.context.path("alphas.png"))
+
+
+def given_genotype(context: StageContext) -> Genotype:
+    """The spec's genotype (a genotype.json path or inline), copied to the run's genotype.json."""
+    source = context.spec.genotype
+    if isinstance(source, str):
+        genotype = Genotype.load(Path(source).expanduser())
+    else:
+        genotype = Genotype.from_dict(source, source="spec genotype")
+    if context.main:
+        genotype.save(context.path("genotype.json"))
+    return genotype

@@ -1,0 +1,28 @@
+"""The table `bionas run` ends with."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from bionas.pipeline.result import RunResult
+
+
+def print_summary(result: RunResult, console: Console | None = None) -> None:
+    """The table `bionas run` ends with: genotype, accuracies, robust accuracies, run directory."""
+    console = console or Console()
+    table = Table(title="bionas run", show_header=False)
+    if result.genotype is not None:
+        table.add_row("genotype", str(result.genotype))
+    if result.search_seconds is not None:
+        table.add_row("search time", f"{result.search_seconds:.1f} s")
+    if result.test_accuracy is not None:
+        table.add_row("parameters", f"{result.parameters:,}")
+        table.add_row("val accuracy", f"{result.val_accuracy:.2%} (epoch {result.best_epoch + 1}, selected)")
+        table.add_row("test accuracy", f"{result.test_accuracy:.2%}")
+    if result.robustness is not None:
+        for row in result.robustness.rows:
+            label = f"{row.attack} eps {row.eps_label}" + ("" if row.claim else " (rule gradients)")
+            table.add_row(label, f"robust {row.robust_accuracy:.2%} / clean {row.clean_accuracy:.2%}")
+    table.add_row("run directory", str(result.run_dir))
+    console.print(table)
