@@ -68,7 +68,8 @@ def _table(model: type[BaseModel]) -> list[str]:
             default = "**required**"
         else:
             value = field.get_default(call_default_factory=True)
-            default = "see below" if isinstance(value, BaseModel) else f"`{json.dumps(value, default=str)}`"
+            section = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+            default = "see below" if section else f"`{json.dumps(value, default=str)}`"
         cells = [f"`{name}`", kind, default, field.description or ""]
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return rows
