@@ -67,7 +67,8 @@ class StageBook:
         return [stage for stage in STAGE_FIELDS if self.record(stage)]
 
     def checkpointer(self, stage: str) -> Checkpointer:
-        """The stage's checkpoint file; other ranks only read it (they resume from rank 0's)."""
+        """The stage's checkpoint, about to be resumed from or written: on rank 0 the metrics a killed run
+        wrote after it are dropped (the resumed stage writes them again); other ranks only read it."""
         checkpoint = Checkpointer(self.dir.checkpoint(stage), stage, stage_identity(self.spec_dict, stage),
                                   self.versions)
         if not self.main:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 
@@ -28,5 +29,5 @@ class StageContext:
     def main(self) -> bool:
         return self.runtime.is_main
 
-    def path(self, name: str):
+    def path(self, name: str) -> Path:
         return self.book.dir.path(name)
