@@ -259,6 +259,19 @@ def test_onepixel_population_is_evaluated_as_big_batches(trained, digits, monkey
     assert calls[0] == 10 * 50 and len(calls) <= 3
 
 
+def test_onepixel_sizes_its_chunk_by_the_model_activations(trained, digits):
+    """By default the first pass (32 images) measures the bytes of every module's output per image;
+    the chunk then holds 16 MiB of them."""
+    x, y = digits[2][:10], digits[3][:10]
+    calls = []
+    model = nn.Sequential(trained)  # modules: this, trained, flatten, linear 64, relu, linear 10
+    model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    bionas.get_attack("onepixel", population=300, generations=0)(model, x, y)
+    per_image = 4 * (784 + 10 + 10 + 784 + 64 + 64 + 10)  # the input, then each module's output
+    chunk = 16 * 2**20 // per_image
+    assert calls == [32, chunk, 3000 - 32 - chunk]
+
+
 def test_apgd_is_at_least_as_strong_as_pgd_at_equal_steps(trained, digits):
     x, y = digits[2], digits[3]
     clean = trained(x).argmax(1) == y
