@@ -121,10 +121,11 @@ def signs_that_change(raised, lowered, old, generator) -> torch.Tensor:
     """Per image and channel, whether the window goes to +eps (True) or -eps: a uniform draw among
     the sign choices that change the window (m x C, from windows m x C x s x s).
 
-    As the published code, whose redraw loop a draw leaving the whole window as it is (already
-    at those signs, or clamped at 0 or 1) goes back to: no query is wasted. Drawn exactly and
-    without a loop, channel by channel, each sign with probability proportional to the number
-    of valid completions. A window no sign can change (eps 0) gets a uniform draw.
+    The paper's code redraws signs that would leave the whole window as it is (already at those
+    signs, or clamped at 0 or 1), so that no query is wasted. This draws once from the
+    distribution that loop ends in: channel by channel, each sign with probability proportional
+    to the number of sign choices for the remaining channels that make the window change.
+    A window no choice can change (eps 0) gets a uniform draw.
     """
     m, c = old.shape[:2]
     # still[0]: +eps leaves this channel's window as it is; still[1]: -eps does (2 x m x C).
