@@ -64,18 +64,18 @@ def test_apgd_matches_torchattacks_apgd(setup, loss, norm, eps, restarts):
 
 
 def test_square_success_matches_torchattacks_square(setup):
-    """torchattacks' Square is AutoAttack's (no redraw): bionas with redraw: false must fool as many
-    images; the default (redraw, as the paper's code) at least as many."""
+    """torchattacks' Square is AutoAttack's (no redraw): bionas with redraw: false must fool about as
+    many images, and the default (redraw, as the paper's code) at least as many."""
     model, x, y = setup
     eps, queries = 0.07, 1000
     # torchattacks counts the stripes' query apart: n_queries = queries - 1 for the same budget.
-    theirs = (~robust(model, torchattacks.Square(model, eps=eps, n_queries=queries - 1, seed=0)(x, y), y)).sum()
+    theirs = int((~robust(model, torchattacks.Square(model, eps=eps, n_queries=queries - 1, seed=0)(x, y), y)).sum())
     autoattack = bionas.get_attack("square", eps=eps, queries=queries, redraw=False)
-    default = bionas.get_attack("square", eps=eps, queries=queries)
-    as_autoattack = (~robust(model, autoattack(model, x, y), y)).sum()
-    redrawn = (~robust(model, default(model, x, y), y)).sum()
-    # Spread of the success count over seeds at this budget: about 3 of 500 images (measured);
-    # 10 is about 3 standard deviations.
-    assert 0.2 * POINTS < theirs < 0.8 * POINTS, int(theirs)
-    assert abs(int(as_autoattack) - int(theirs)) <= 10, (int(as_autoattack), int(theirs))
-    assert redrawn >= theirs - 10, (int(redrawn), int(theirs))
+    as_autoattack = int((~robust(model, autoattack(model, x, y), y)).sum())
+    redrawn = int((~robust(model, bionas.get_attack("square", eps=eps, queries=queries)(model, x, y), y)).sum())
+    assert 0.2 * POINTS < theirs < 0.8 * POINTS, theirs
+    # Measured over seeds 0-2: the success count spreads by about 3 images (10 is 3 standard
+    # deviations), and bionas's windows, which may also sit on the last row and column where
+    # AutoAttack's never do, fool 5 to 10 more of the 500 (up to 20 allowed).
+    assert -10 <= as_autoattack - theirs <= 20, (as_autoattack, theirs)
+    assert redrawn >= as_autoattack - 10, (redrawn, as_autoattack)

@@ -1,16 +1,18 @@
 """Square attack (Andriushchenko et al. 2020), linf: a black-box random search that only reads scores.
 
 Start from vertical stripes of +-eps; each query changes one random square window
-(per image) to +-eps per channel and keeps the change if the margin loss
-z_y - max_{i!=y} z_i drops. The window's side shrinks on the published schedule.
-Every image has its own window; all images still unfooled are queried as one batch.
-By default, as the paper's code, a window's signs are drawn among those that change
-the image (`redraw`); AutoAttack's Square (redraw: false) spends a query on them.
+to +-eps per channel and keeps the change if the margin loss z_y - max_{i!=y} z_i
+drops. The window's side shrinks on the published schedule. All images still
+unfooled are queried as one batch, with one window position per query for the
+batch (as AutoAttack's code) and signs drawn per image and channel. By default,
+as the paper's code, the signs are drawn among those that change the image
+(`redraw`); AutoAttack's Square (redraw: false) spends a query on such windows.
 
-Only the windows are touched: the images still being attacked are kept as one
-tensor, a query writes its windows into it in place and puts back the old
-windows where the loss did not drop. A query costs one forward pass plus work on
-the windows alone, which shrink to a few pixels within the first 5% of the budget.
+Only the window is touched: the images still being attacked are kept as one
+tensor, a query writes the window into it in place (a view, no index tensors) and
+puts the old one back where the loss did not drop. A query costs one forward pass
+plus work on the window alone, which shrinks to a few pixels within the first 5%
+of the budget.
 """
 
 from __future__ import annotations
@@ -84,26 +86,23 @@ class Square(bionas.Attack):
             if m == 0:
                 break
             side = window_side(square_fraction(o.p_init, iteration, o.queries), h, w)
-            span = torch.arange(side, device=dev)
-            top = torch.randint(0, h - side + 1, (m, 1), generator=generator, device=dev)
-            left = torch.randint(0, w - side + 1, (m, 1), generator=generator, device=dev)
-            # Flat index of every pixel of every image's window (m x C x side x side): one gather each.
-            window = (
-                (torch.arange(m * c, device=dev) * (h * w)).view(m, c, 1, 1)
-                + ((top + span) * w).view(m, 1, side, 1)
-                + (left + span).view(m, 1, 1, side)
-            )
-            old, up, down = current.take(window), raised.take(window), lowered.take(window)
+            # One window position for the batch, as AutoAttack's code: each image's windows are still
+            # uniform and independent of its past, and the window is a view (no index tensors).
+            u, v = torch.rand(2, generator=generator, device=dev, dtype=torch.float64).tolist()
+            top, left = min(int(u * (h - side + 1)), h - side), min(int(v * (w - side + 1)), w - side)
+            rows, cols = slice(top, top + side), slice(left, left + side)
+            spot = current[:, :, rows, cols]
+            old, up, down = spot.clone(), raised[:, :, rows, cols], lowered[:, :, rows, cols]
             if o.redraw:
                 plus = signs_that_change(up, down, old, generator)
             else:
                 plus = torch.rand(m, c, generator=generator, device=dev) < 0.5
             new = torch.where(plus.view(m, c, 1, 1), up, down)
-            current.put_(window, new)
+            spot.copy_(new)
             with torch.no_grad():
                 new_loss = margin(model(current), labels)
             better = new_loss < current_loss
-            current.put_(window, torch.where(better.view(m, 1, 1, 1), new, old))
+            spot.copy_(torch.where(better.view(m, 1, 1, 1), new, old))
             current_loss = torch.where(better, new_loss, current_loss)
             fooled = current_loss <= 0
             if fooled.any():
