@@ -63,6 +63,7 @@ def test_apgd_matches_torchattacks_apgd(setup, loss, norm, eps, restarts):
     assert same[both_fooled].float().mean() >= 0.98  # 1.0 but for float rounding; 0.82-0.92 for a step off
 
 
+@pytest.mark.slow  # about 4 s: 1000 queries on 500 digits, three times
 def test_square_success_matches_torchattacks_square(setup):
     """torchattacks' Square is AutoAttack's (no redraw): bionas with redraw: false must fool about as
     many images, and the default (redraw, as the paper's code) at least as many."""
