@@ -8,8 +8,11 @@ the analyses' plots live in bionas.analysis.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
+
+from bionas.rundir import atomic_write_bytes
 
 
 def figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7, 4.5)):
@@ -22,10 +25,13 @@ def figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7, 4.5)):
 
 
 def save(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save as PNG, atomically: a reader (or a study aggregating while a shard runs) never sees half an image."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=dpi, format="png")
+    atomic_write_bytes(path, image.getvalue())
     return path
 
 

@@ -30,17 +30,21 @@ import torch
 from bionas.errors import BionasError
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temp file renamed over `path`: a reader or a killed run never sees half a file."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a temp file renamed over `path`: a reader or a killed run never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: ranks never share one
     try:
         try:
-            tmp.write_text(text)
+            tmp.write_bytes(data)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)  # already renamed unless the write failed
     except OSError as exc:
         raise BionasError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def write_json(path: Path, data: Any) -> None:
