@@ -4,7 +4,8 @@ The public API. Plugin authors need `hookimpl`, the base classes, `PluginOptions
 the helpers of their kind (`with_rule`, `ReLUFirst`, `FactorizedReduce` for ops;
 `Fractional` for budgets; `EpochSearch`, `SearchRun`, `WeightTrainingOptions`,
 `weight_step`, `optimizer_step` for search strategies; `Runtime`); users need
-`list_plugins`, the `get_*` verbs, `convert`, `exact_gradients`, `load_spec` and `run`.
+`list_plugins`, the `get_*` verbs, `convert`, `exact_gradients`, `load_spec`, `run` and
+`run_study`.
 
 The imports below follow the layers of docs/architecture.md, lowest first.
 """
@@ -32,7 +33,7 @@ from bionas.registry import (
 from bionas.spec import load_spec
 from bionas.conversion import convert
 from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, optimizer_step, weight_step
-from bionas.pipeline import RunResult, run
+from bionas.pipeline import RunResult, run, run_study
 
 __all__ = [
     "__version__",
@@ -75,5 +76,6 @@ __all__ = [
     "DataError",
     "load_spec",
     "run",
+    "run_study",
     "RunResult",
 ]

@@ -273,6 +273,13 @@ class Spec(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; also names the run directory.")
     seed: int = Field(default=0, ge=0, description="Seed of every random choice of the run.")
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="A study: the run once per seed (distinct integers >= 0), each in seed-N/ of the run "
+        "directory, and their mean ± sample std (docs/studies.md). seed may then be left out (it becomes the first "
+        "of seeds) or must be one of them.",
+    )
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
     dataset: PluginRef = Field(description="The data set plugin and its options.")
     # A default of {} (not SpaceSpec()) is validated in place, so its errors carry the path space.*.
@@ -287,6 +294,32 @@ class Spec(Section):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Test and attack stage.")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Speed settings.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Outputs.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_once(cls, seeds: list[int] | None) -> list[int] | None:
+        _raise_item_errors([(i, f"seed {seed} is listed twice") for i, seed in enumerate(seeds or [])
+                            if seed in seeds[:i]])
+        return seeds
+
+    @model_validator(mode="after")
+    def _seed_among_seeds(self) -> Spec:
+        """A study's `seed` is one of its seeds: given, it must be listed; left out, it is the first."""
+        if self.seeds is None:
+            return self
+        if "seed" not in self.model_fields_set:
+            self.seed = self.seeds[0]
+        elif self.seed not in self.seeds:
+            message = (f"{self.seed} is not one of seeds ({', '.join(map(str, self.seeds))}): in a study, leave "
+                       "seed out or make it one of the seeds")
+            details = [InitErrorDetails(type=PydanticCustomError("seed_not_in_seeds", message), loc=("seed",),
+                                        input=self.seed)]
+            raise ValidationError.from_exception_data("Spec", details)
+        return self
+
+    def for_seed(self, seed: int) -> Spec:
+        """The single run of a study with this seed (`seeds` cleared)."""
+        return self.model_copy(update={"seed": seed, "seeds": None}, deep=True)
 
     def stage_errors(self) -> list[str]:
         """What makes the stages of this spec not fit together."""

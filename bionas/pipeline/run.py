@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 
 from bionas import distributed
+from bionas.errors import BionasError
 from bionas.pipeline.book import StageBook
 from bionas.pipeline.context import StageContext
 from bionas.pipeline.evaluate_stage import AccuracyStage, AttackStage
@@ -139,13 +140,22 @@ def run(
     which also tests and attacks); `resume` continues an interrupted run.
     """
     spec = load_spec(spec)
+    if spec.seeds is not None:
+        raise BionasError(f"the spec lists seeds ({', '.join(map(str, spec.seeds))}): that is a study, one run per "
+                          "seed; run it with bionas.run_study (or `bionas run`)")
     pipeline = Pipeline(spec, Path(out_dir) if out_dir else spec.run_dir(), resume, quiet, stages)
+    try:
+        return execute(pipeline, f"bionas run SPEC --resume --out {pipeline.dir.root}")
+    finally:
+        distributed.shutdown()
+
+
+def execute(pipeline: Pipeline, resume_command: str) -> RunResult:
+    """Run the pipeline; Ctrl-C becomes Interrupted with where the run is kept and how to continue it."""
     try:
         return pipeline.execute()
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted. Finished stages and the last epoch checkpoint are kept in {pipeline.dir.root}; "
-            f"continue with: bionas run SPEC --resume --out {pipeline.dir.root}"
+            f"continue with: {resume_command}"
         ) from None
-    finally:
-        distributed.shutdown()
