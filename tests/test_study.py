@@ -267,3 +267,21 @@ def test_shards_run_their_share_of_the_seeds_and_the_last_aggregates_all(tmp_pat
     assert [json.loads((root / f"seed-{s}" / "resolved_spec.json").read_text())["seed"] for s in (5, 6, 7)] == [5, 6, 7]
     accuracies = [json.loads((root / f"seed-{s}" / "results.json").read_text())["test_accuracy"] for s in (5, 6, 7)]
     assert aggregate["summary"]["test_accuracy"]["mean"] == pytest.approx(sum(accuracies) / 3, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_a_seed_that_fails_does_not_stop_the_others(tmp_path, monkeypatch):
+    import bionas.retrain
+
+    def diverging_once(*args, **kwargs):  # seed 0's first epoch fails, as a diverging loss would
+        monkeypatch.setattr(bionas.retrain, "train_epoch", original)
+        raise BionasError("retrain: the loss became nan")
+
+    original = bionas.retrain.train_epoch
+    monkeypatch.setattr(bionas.retrain, "train_epoch", diverging_once)
+    spec_path = write_spec(tmp_path, study_spec(tmp_path, epochs=1, evaluation={"attacks": []}))
+    result = invoke("run", spec_path, "--seeds", "0,1", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith("error: seed 0 failed: retrain: the loss became nan")
+    aggregate = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert aggregate["finished"] == [1] and [entry["seed"] for entry in aggregate["unfinished"]] == [0]
