@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from bionas import distributed
 from bionas.distributed import world_from_env
@@ -124,7 +125,7 @@ def run_study(
                 raise
             except BionasError as error:  # the other seeds are independent runs: they still run
                 failures[seed] = str(error)
-                console.print(f"[red]seed {seed} failed:[/red] {error}")
+                console.print(f"[red]seed {seed} failed:[/red] {escape(str(error))}")
     finally:
         distributed.shutdown()
     aggregate = write_study(root) if main else None
