@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from bionas.analysis.aggregate import spread
 from bionas.cli import build_app
 from bionas.errors import BionasError, SpecError
-from bionas.pipeline import run, write_study
+from bionas.pipeline import run
 from bionas.space import BIONAS_DARTS
 from bionas.spec import load_spec
 

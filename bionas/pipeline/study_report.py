@@ -204,7 +204,7 @@ def study_markdown(aggregate: dict[str, Any]) -> str:
     header, table = study_table(aggregate)
     lines = [f"# bionas study `{aggregate['name']}`", "", *status_lines(aggregate), "",
              f"Each seed's run is a run directory of its own (seed-N/, with its report.md). Robust accuracy counts "
-             f"over all attacked points; {STD_NOTE}.", ""]
+             f"over all the points evaluated (a point wrong when clean is not robust); {STD_NOTE}.", ""]
     if table:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
