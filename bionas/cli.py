@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -40,11 +41,12 @@ err_console = Console(stderr=True)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def fail(error: BionasError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+    # Escaped: a message may hold brackets (pip install 'bionas[mlflow]') that rich would take for markup.
+    err_console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
     return typer.Exit(error.exit_code)
 
 
