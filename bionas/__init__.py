@@ -20,10 +20,12 @@ from bionas.ops import FactorizedReduce, Operation, ReLUFirst, with_rule
 from bionas.data import Dataset, DatasetInfo
 from bionas.attacks import Attack
 from bionas.search import SearchData, SearchResult, SearchStrategy
+from bionas.tracking import Logger, LogRun
 from bionas.registry import (
     PluginInfo,
     get_attack,
     get_dataset,
+    get_logger,
     get_op,
     get_rule,
     get_search,
@@ -44,6 +46,8 @@ __all__ = [
     "SearchStrategy",
     "Dataset",
     "Attack",
+    "Logger",
+    "LogRun",
     "PluginOptions",
     "PluginInfo",
     "DatasetInfo",
@@ -67,6 +71,7 @@ __all__ = [
     "get_search",
     "get_dataset",
     "get_attack",
+    "get_logger",
     "convert",
     "exact_gradients",
     "alignment",

@@ -1,7 +1,7 @@
 """The run spec: pydantic models, two-phase validation, and the JSON schema.
 
 Phase 1 validates the skeleton (sections, types, ranges). Phase 2 resolves
-every plugin a spec names (dataset, rules, ops, search, attacks) through the
+every plugin a spec names (dataset, rules, ops, search, attacks, loggers) through the
 registry and validates its options against that plugin's `Options`, so errors
 carry their full path: `search.options.epochs: Input should be greater than 0`.
 The resolved spec holds each plugin's options with every default filled in.
@@ -294,6 +294,18 @@ class Spec(Section):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Test and attack stage.")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Speed settings.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Outputs.")
+    loggers: list[PluginRef] = Field(
+        default_factory=list,
+        description="Experiment loggers besides metrics.jsonl (jsonl, always on): tensorboard, mlflow, or a "
+        "plugin's; each with its options (docs/tracking.md).",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_once(cls, loggers: list[PluginRef]) -> list[PluginRef]:
+        _raise_item_errors([(i, f"logger '{r.name}' is listed twice") for i, r in enumerate(loggers)
+                            if r.name in [earlier.name for earlier in loggers[:i]]])
+        return loggers
 
     @field_validator("seeds")
     @classmethod
@@ -341,6 +353,8 @@ class Spec(Section):
             yield "search", "search", self.search
         for i, attack in enumerate(self.evaluation.attacks):
             yield f"evaluation.attacks[{i}]", "attack", attack
+        for i, logger in enumerate(self.loggers):
+            yield f"loggers[{i}]", "logger", logger
 
     def run_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))
@@ -410,6 +424,8 @@ def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
             continue
         if kind == "search":
             search_cls = cls
+        if kind == "logger" and (missing := cls.unavailable()):  # before the run, not when it first logs
+            errors.append(f"{path}.name: {missing}")
         try:
             ref.options = cls.Options.model_validate(ref.options).model_dump(mode="json")
         except ValidationError as err:
@@ -498,6 +514,7 @@ def spec_model(registry: Registry | None = None) -> type[Spec]:
         dataset=(_plugin_union(registry, "dataset", PluginRef), Spec.model_fields["dataset"]),
         space=(space, Field(default_factory=space, description=Spec.model_fields["space"].description)),
         search=(_plugin_union(registry, "search", SearchSpec) | None, Spec.model_fields["search"]),
+        loggers=(list[_plugin_union(registry, "logger", PluginRef)], Spec.model_fields["loggers"]),
         evaluation=(
             evaluation,
             Field(default_factory=evaluation, description=Spec.model_fields["evaluation"].description),

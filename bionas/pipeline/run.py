@@ -23,6 +23,7 @@ from bionas.pipeline.evaluate_stage import AccuracyStage, AttackStage
 from bionas.pipeline.report import refresh_report
 from bionas.pipeline.result import Interrupted, RunResult
 from bionas.pipeline.search_stage import SearchStage, given_genotype
+from bionas.pipeline.tracking import output_files, run_loggers
 from bionas.pipeline.train_stage import TrainStage
 from bionas.plots import training_curves
 from bionas.registry import get_attack, get_dataset, get_registry
@@ -30,6 +31,7 @@ from bionas.runtime import Runtime
 from bionas.rundir import RunDir, provenance, write_json
 from bionas.space import with_backprop
 from bionas.spec import Spec, default_fixed_rule, load_spec
+from bionas.tracking import LogRun
 from bionas.training import seed_everything
 
 
@@ -54,7 +56,8 @@ class Pipeline:
         self.console = Console(stderr=True, quiet=quiet or not world.is_main)  # rank 0 alone talks
         self.provenance = run_provenance(spec, device, world.world_size)
         versions = {"bionas": self.provenance["bionas"], "torch": self.provenance["torch"]}
-        self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main)
+        self.loggers = run_loggers(spec, world.is_main, self.warn)
+        self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, loggers=self.loggers)
         self.runtime = Runtime(device=device, amp=spec.runtime.amp, compile=spec.runtime.compile,
                                channels_last=device.type == "cuda" and spec.runtime.channels_last,
                                rank=world.rank, world_size=world.world_size, workers=spec.runtime.workers,
@@ -91,6 +94,11 @@ class Pipeline:
         if main:  # on resume, each stage checks the part of the spec it depends on (StageBook.finished)
             write_json(self.dir.path("resolved_spec.json"), self.book.spec_dict)
             write_json(self.dir.path("provenance.json"), self.provenance)
+        with self.loggers.session(LogRun(self.dir.root, spec.name, self.book.spec_dict, self.resume)):
+            return self.run_stages()
+
+    def run_stages(self) -> RunResult:
+        spec, main = self.spec, self.runtime.is_main
         seed_everything(spec.seed)
         dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
         context = StageContext(spec, self.book, self.runtime, dataset, self.console, self.result)
@@ -117,7 +125,7 @@ class Pipeline:
         return self.result
 
     def write_outputs(self) -> None:
-        """results.json, the genotype and training plots, report.md."""
+        """results.json, the genotype and training plots, report.md; then the loggers get the files."""
         self.result.stages = self.book.finished_stages()
         write_json(self.dir.path("results.json"), self.result.summary())
         if self.spec.output.plots and self.result.genotype is not None:
@@ -125,6 +133,10 @@ class Pipeline:
         if self.spec.output.plots and self.result.best_epoch is not None:  # last: every training stage logged
             training_curves(self.dir.metrics.records(), self.dir.path("training.png"))
         refresh_report(self.dir.root)
+        self.loggers.log_files(output_files(self.dir))
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
 
 
 def run(
