@@ -36,7 +36,8 @@ def retrain_record(epoch: int, val: float) -> dict:
 
 def search_record(epoch: int) -> dict:
     return {"stage": "search", "epoch": epoch, "train_loss": 1.5, "valid_accuracy": 0.5, "strategy": "darts",
-            "alphas": {"normal": [[0.25, 0.75], [0.5, 0.5]], "reduce": [[0.1, 0.9], [0.3, 0.7]]},
+            "alphas": {"normal": [[0.25, 0.75], [0.5, 0.5]], "reduce": [[0.1, 0.9], [0.3, 0.7]],
+                       "edge_weights": {"normal": [0.5, 0.5, 1.0], "reduce": [1.0, 0.25, 0.75]}},
             "genotype": None}
 
 
@@ -193,6 +194,9 @@ def test_tensorboard_writes_scalars_per_stage_histograms_and_images(tmp_path):
     assert [h.step for h in normal] == [0, 1]
     value = normal[0].histogram_value
     assert (value.num, value.sum, value.min, value.max) == (4, 2.0, 0.25, 0.75)
+    assert sorted(search.Tags()["histograms"]) == ["alphas/edge_weights/normal", "alphas/edge_weights/reduce",
+                                                   "alphas/normal", "alphas/reduce"]
+    assert search.Histograms("alphas/edge_weights/reduce")[1].histogram_value.num == 3
     assert [e.value for e in events(tmp_path / "tensorboard" / "test").Scalars("test_accuracy")] == \
         pytest.approx([0.55])
 

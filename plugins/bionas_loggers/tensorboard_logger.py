@@ -27,11 +27,21 @@ from bionas.tracking import Status, scalars
 PLOTS = "plots"  # the TensorBoard run holding the images
 
 
+def numbers(value: Any) -> list[float]:
+    """Every number in nested lists."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    return [number for item in value for number in numbers(item)] if isinstance(value, list) else []
+
+
 def histograms(record: dict[str, Any]) -> dict[str, list[float]]:
-    """alphas/<cell>: every mixing weight of the cell; alignment_angle/<rule>: the angle of every layer of the rule."""
+    """alphas/<cell>: every mixing weight of the cell (alphas/edge_weights/<cell>: the edge normalization's
+    weights); alignment_angle/<rule>: the angle of every layer of the rule."""
     found: dict[str, list[float]] = {}
-    for cell, weights in (record.get("alphas") or {}).items():
-        found[f"alphas/{cell}"] = [w for row in weights for w in row]
+    for key, value in (record.get("alphas") or {}).items():
+        parts = value.items() if isinstance(value, dict) else [(None, value)]
+        for cell, weights in parts:
+            found["/".join(["alphas", key] + ([cell] if cell else []))] = numbers(weights)
     for layer in (record.get("alignment") or {}).values():
         if layer.get("angle") is not None and not math.isnan(layer["angle"]):
             found.setdefault(f"alignment_angle/{layer['rule']}", []).append(layer["angle"])
