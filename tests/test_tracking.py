@@ -64,6 +64,8 @@ def test_first_party_loggers_are_registered_with_jsonl_always_on():
     spec = load_spec({"name": "t", "dataset": "digits", "genotype": "g.json", "loggers": ["mlflow"]})
     assert [logger.name for logger in run_loggers(spec, main=True, warn=print).loggers] == ["jsonl", "mlflow"]
     assert len(run_loggers(spec, main=False, warn=print)) == 0  # the other ranks of a torchrun launch log nothing
+    listed = load_spec({"name": "t", "dataset": "digits", "genotype": "g.json", "loggers": ["tensorboard", "jsonl"]})
+    assert [logger.name for logger in run_loggers(listed, main=True, warn=print).loggers] == ["tensorboard", "jsonl"]
 
 
 def errors_of(data) -> list[str]:
@@ -278,6 +280,18 @@ def test_mlflow_logs_params_metrics_and_artifacts_to_a_file_store_in_the_run_dir
     assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["genotype.png", "report.md"]
     stored = json.loads((tmp_path / "mlflow_run.json").read_text())
     assert stored["run_id"] == run.info.run_id and stored["tracking_uri"] is None
+
+
+def test_mlflow_options_name_the_experiment_and_run_and_upload_the_weights(tmp_path):
+    logger = MLflow(experiment="rules-study", run_name="seed-0", weights=True)
+    logger.start(log_run(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    logger.log_files([tmp_path / "model.safetensors"])
+    logger.finish("failed")
+    client = mlflow_client(tmp_path)
+    run = only_run(client, "rules-study")
+    assert run.info.run_name == "seed-0" and run.info.status == "FAILED"
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["model.safetensors"]
 
 
 def test_a_resumed_run_continues_its_mlflow_run(tmp_path):
