@@ -4,8 +4,8 @@ The public API. Plugin authors need `hookimpl`, the base classes, `PluginOptions
 the helpers of their kind (`with_rule`, `ReLUFirst`, `FactorizedReduce` for ops;
 `Fractional` for budgets; `EpochSearch`, `SearchRun`, `WeightTrainingOptions`,
 `weight_step`, `optimizer_step` for search strategies; `Runtime`); users need
-`list_plugins`, the `get_*` verbs, `convert`, `exact_gradients`, `load_spec`, `run` and
-`run_study`.
+`list_plugins`, the `get_*` verbs (`get_model` for a network by name), `convert`, `exact_gradients`,
+`load_spec`, `run` and `run_study`.
 
 The imports below follow the layers of docs/architecture.md, lowest first.
 """
@@ -19,6 +19,7 @@ from bionas.rules import FeedbackRule, LearningRule, alignment, exact_gradients,
 from bionas.ops import FactorizedReduce, Operation, ReLUFirst, with_rule
 from bionas.data import Dataset, DatasetInfo
 from bionas.attacks import Attack
+from bionas.model import Model
 from bionas.search import SearchData, SearchResult, SearchStrategy
 from bionas.tracking import Logger, LogRun
 from bionas.registry import (
@@ -26,6 +27,7 @@ from bionas.registry import (
     get_attack,
     get_dataset,
     get_logger,
+    get_model,
     get_op,
     get_rule,
     get_search,
@@ -48,6 +50,7 @@ __all__ = [
     "Attack",
     "Logger",
     "LogRun",
+    "Model",
     "PluginOptions",
     "PluginInfo",
     "DatasetInfo",
@@ -72,6 +75,7 @@ __all__ = [
     "get_dataset",
     "get_attack",
     "get_logger",
+    "get_model",
     "convert",
     "exact_gradients",
     "alignment",

@@ -174,7 +174,7 @@ def search(spec: SpecFile, out: OutDir = None, resume: Resume = False, device: S
 def train(
     spec: SpecFile,
     genotype: Optional[Path] = typer.Option(
-        None, "--genotype", help="genotype.json to retrain (replaces the spec's search or genotype)."
+        None, "--genotype", help="genotype.json to retrain (replaces the spec's search, genotype or model)."
     ),
     out: OutDir = None,
     resume: Resume = False,
@@ -183,8 +183,8 @@ def train(
     seeds: Seeds = None,
     shard: Shard = None,
 ) -> None:
-    """Retrain a genotype by the spec's recipe, then test it (and attack it, if the spec says so)."""
-    overrides = {"genotype": str(genotype), "search": None} if genotype else None
+    """Retrain a genotype, or train the spec's model, then test it (and attack it, if the spec says so)."""
+    overrides = {"genotype": str(genotype), "search": None, "model": None, "rules": None} if genotype else None
     _run_stages(spec, out, resume, device, quiet, stages=["retrain", "attacks"], overrides=overrides, seeds=seeds,
                 shard=shard)
 

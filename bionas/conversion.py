@@ -7,7 +7,6 @@ names through the registry, so it sits above it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from fnmatch import fnmatchcase
 from typing import Union
 
 from torch import nn
@@ -23,6 +22,7 @@ from bionas.rules import (
     rule_of,
     wrappable_layers,
 )
+from bionas.rules.globs import first_match
 
 RuleLike = Union[str, LearningRule, None]
 RuleSpec = Union[str, LearningRule, Mapping[str, RuleLike]]
@@ -36,12 +36,6 @@ def _resolve(value: RuleLike) -> LearningRule | None:
     raise TypeError(f"a rule is a name, a bionas.LearningRule or None, not {type(value).__name__}")
 
 
-def _candidates(name: str) -> list[str]:
-    """The layer's name and its ancestors' names: 'a.b.c', 'a.b', 'a'."""
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
-
-
 def assign_rules(model: nn.Module, rule: RuleSpec) -> dict[str, LearningRule | None]:
     """layer name -> the rule `convert(model, rule)` gives it (None: unmatched, keeps bp).
 
@@ -53,11 +47,12 @@ def assign_rules(model: nn.Module, rule: RuleSpec) -> dict[str, LearningRule | N
     if not isinstance(rule, Mapping):
         resolved = _resolve(rule)
         return {name: resolved for name in layers}
-    entries = [(glob, _resolve(value)) for glob, value in rule.items()]
+    globs = list(rule)
+    resolved = [_resolve(value) for value in rule.values()]
     assignment = {}
     for name in layers:
-        names = _candidates(name)
-        assignment[name] = next((r for glob, r in entries if any(fnmatchcase(n, glob) for n in names)), None)
+        index = first_match(name, globs)
+        assignment[name] = None if index is None else resolved[index]
     return assignment
 
 

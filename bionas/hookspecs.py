@@ -77,6 +77,15 @@ def bionas_register_loggers(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def bionas_register_models(register: Callable[[type], None]) -> None:
+    """Register models: `register(MyModel)` with MyModel a `bionas.Model` subclass.
+
+    A model builds a fixed network for a data set's channels and classes; a spec
+    trains it with its rules instead of searching one (`model:` and `rules:`).
+    """
+
+
+@hookspec
 def bionas_register_commands(app) -> None:
     """Add CLI commands to `app`, the root `typer.Typer` of the `bionas` command.
 

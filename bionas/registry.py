@@ -32,6 +32,7 @@ from bionas.__about__ import PROJECT
 from bionas.attacks import Attack
 from bionas.data.base import Dataset
 from bionas.errors import PluginError, one_line
+from bionas.model import Model, split_model_name
 from bionas.ops import Operation
 from bionas.plugin import Plugin, check_plugin_class
 from bionas.rules.base import LearningRule
@@ -62,6 +63,7 @@ KINDS: dict[str, Kind] = {
         Kind("dataset", "dataset", "datasets", "bionas_register_datasets", Dataset),
         Kind("attack", "attack", "attacks", "bionas_register_attacks", Attack),
         Kind("logger", "logger", "loggers", "bionas_register_loggers", Logger),
+        Kind("model", "model", "models", "bionas_register_models", Model),
     )
 }
 
@@ -269,6 +271,37 @@ class Registry:
     def create(self, kind: str, name: str, **options: Any) -> Plugin:
         return self.get_class(kind, name)(**options)
 
+    def create_model(self, name: str, options: dict[str, Any]) -> Model:
+        """The model `name` (see `get_model`): a family's architecture when the name has a '/'."""
+        family, architecture = split_model_name(name)
+        if family not in self._tables["model"] and ("model", family) not in self._conflicts:
+            raise PluginError(self._unknown_model(name, family, architecture))
+        cls = self.get_class("model", family)
+        if architecture is None:
+            if cls.family:
+                raise PluginError(f"model '{name}' is a family of models: name one, as in '{name}/resnet18'")
+            return cls(**options)
+        if not cls.family:
+            raise PluginError(f"model '{family}' is not a family of models: write '{family}' without "
+                              f"'{name[len(family):]}'")
+        return cls.for_architecture(architecture, options)
+
+    def _unknown_model(self, name: str, family: str, architecture: str | None) -> str:
+        """Suggestions for an unknown model: the families holding that architecture name, or close names."""
+        infos = self.list("model")
+        if architecture is None:
+            in_families = [f"{i.name}/{name}" for i in infos if i.cls.family and name in i.cls.architectures()]
+            if in_families:
+                return f"unknown model '{name}'. Did you mean: {', '.join(in_families)}?"
+        # a name with a '/' names a family; one without, a model
+        candidates = [i.name for i in infos if i.cls.family == (architecture is not None)]
+        close = difflib.get_close_matches(family, candidates, n=3, cutoff=0.5)
+        message = f"unknown model {'family ' if architecture is not None else ''}'{family}'."
+        if close:
+            message += f" Did you mean: {', '.join(close)}?"
+        known = [f"{i.name}/<name>" if i.cls.family else i.name for i in infos]
+        return message + f" Known models: {', '.join(known) if known else '(none installed)'}."
+
     def conflicts(self) -> list[str]:
         return [
             f"{kind} '{name}' is registered by " + " and ".join(f"'{i.distribution}'" for i in infos)
@@ -319,7 +352,7 @@ def reset() -> None:
 
 
 def list_plugins(kind: str | None = None) -> list[PluginInfo]:
-    """Every registered plugin, or those of one kind (rule, op, search, dataset, attack, logger)."""
+    """Every registered plugin, or those of one kind (rule, op, search, dataset, attack, logger, model)."""
     return get_registry().list(kind)
 
 
@@ -351,3 +384,9 @@ def get_attack(name: str, **options: Any) -> Attack:
 def get_logger(name: str, **options: Any) -> Logger:
     """The experiment logger `name`, made with `options`."""
     return get_registry().create("logger", name, **options)
+
+
+def get_model(name: str, **options: Any) -> Model:
+    """The model `name` made with `options`: a model plugin (`resnet20`), or an architecture of a family
+    plugin (`timm/resnet18`, `torchvision/resnet18`) with `options` for its constructor."""
+    return get_registry().create_model(name, options)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import torch
 import yaml
 from pydantic import (
     BaseModel,
@@ -28,9 +29,13 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from bionas.errors import BionasError, PluginError, SpecError, format_pydantic_errors
+from bionas.data.base import DatasetInfo
+from bionas.errors import BionasError, PluginError, SpecError, format_pydantic_errors, one_line
 from bionas.fractions import Fractional, parse_fraction
+from bionas.model import Model
 from bionas.registry import Registry, get_registry
+from bionas.rules import wrappable_layers
+from bionas.rules.globs import glob_problems
 from bionas.rules.refs import rule_name
 from bionas.search.base import resolve_space
 
@@ -205,6 +210,20 @@ class SearchSpec(PluginRef):
     )
 
 
+class ModelSpec(PluginRef):
+    """A fixed network to train with `rules`, instead of a searched or given genotype."""
+
+    name: str = Field(description="A model plugin (resnet20, resnet32, resnet56, lenet5, mlp, or a plugin's), or "
+                      "timm/<name> or torchvision/<name> for a model of those libraries.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The model's options; for timm/<name> and torchvision/<name>, keyword "
+        "arguments of the library's constructor (classes and channels come from the data set).")
+
+
+# The retrain fields that build a genotype's network: a model run has its own architecture.
+GENOTYPE_NETWORK_FIELDS = ("channels", "cells", "auxiliary", "auxiliary_weight", "drop_path")
+
+
 class RetrainSpec(Section):
     """Retraining the derived network; defaults are the DARTS CIFAR evaluation recipe."""
 
@@ -292,6 +311,14 @@ class Spec(Section):
         default_factory=RetrainSpec, description="The retrain stage; null to stop after the search."
     )
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Test and attack stage.")
+    model: ModelSpec | None = Field(
+        default=None, description="A fixed network to train with `rules` instead of searching one; then search "
+        "and genotype stay null (docs/models.md).")
+    rules: dict[str, PluginRef] | None = Field(
+        default=None, description="The model's learning rule per layer: {module-name glob: rule}; a layer takes "
+        "the rule of the first glob matching its name or an ancestor's, layers no glob matches learn by plain "
+        "backprop, and every glob must give some layer its rule. A rule name alone applies it to every layer. "
+        "Only with model.")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Speed settings.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Outputs.")
     loggers: list[PluginRef] = Field(
@@ -333,13 +360,35 @@ class Spec(Section):
         """The single run of a study with this seed (`seeds` cleared)."""
         return self.model_copy(update={"seed": seed, "seeds": None}, deep=True)
 
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _rule_for_every_layer(cls, value: Any) -> Any:
+        """`rules: fa` is shorthand for `rules: {"*": fa}`."""
+        return {"*": value} if isinstance(value, str) else value
+
     def stage_errors(self) -> list[str]:
         """What makes the stages of this spec not fit together."""
+        if self.model is not None:
+            return self._model_run_errors()
+        if self.rules is not None:
+            return ["rules: rules by glob are for a model's layers; a searched or given genotype takes its rules "
+                    "from space.rules and the genotype"]
         if self.search is not None and self.genotype is not None:
             return ["search: give either a search section or a genotype, not both"]
         if self.search is None and self.genotype is None:
-            return ["search: missing; give a search section, or a genotype to retrain"]
+            return ["search: missing; give a search section, a genotype to retrain, or a model to train"]
         return []
+
+    def _model_run_errors(self) -> list[str]:
+        errors = [f"model: give either a model or a {field}, not both" for field in ("search", "genotype")
+                  if getattr(self, field) is not None]
+        if self.retrain is None:
+            errors.append("retrain: a model run trains the model, so retrain cannot be null")
+        else:
+            errors += [f"retrain.{field}: builds a genotype's network, not a model (leave it out; the model's "
+                       "options shape it)" for field in GENOTYPE_NETWORK_FIELDS
+                       if getattr(self.retrain, field) != RetrainSpec.model_fields[field].default]
+        return errors
 
     def plugin_refs(self) -> Iterator[tuple[str, str, PluginRef]]:
         """(spec path, plugin kind, reference) for every plugin the spec names."""
@@ -351,6 +400,8 @@ class Spec(Section):
                 yield f"space.fixed_rules.{field}", "rule", ref
         if self.search is not None:
             yield "search", "search", self.search
+        for glob, rule in (self.rules or {}).items():
+            yield rule_path(glob), "rule", rule
         for i, attack in enumerate(self.evaluation.attacks):
             yield f"evaluation.attacks[{i}]", "attack", attack
         for i, logger in enumerate(self.loggers):
@@ -438,7 +489,49 @@ def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
     if search_cls is not None:
         space = resolve_space(spec.space, search_cls)
         errors += partial_channel_errors(space.channels, space.partial_channels)
+    if spec.model is not None:
+        errors += model_errors(spec, registry)
     return errors
+
+
+def rule_path(glob: str) -> str:
+    """The spec path of one glob's rule: rules['layer1.*']."""
+    return f"rules[{glob!r}]"
+
+
+# Layer names do not depend on the data: a model is checked as built for these.
+CHECK_INFO = DatasetInfo(num_classes=10, channels=3, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def built_for_check(model: Model) -> torch.nn.Module:
+    """The model built without allocating its weights (on the meta device), on the CPU when that fails:
+    an unknown or refused constructor option raises here, as it would in the run."""
+    try:
+        with torch.device("meta"):
+            return model.build(CHECK_INFO)
+    except Exception:  # some constructors read values back from their tensors, which meta tensors have not
+        return model.build(CHECK_INFO)
+
+
+def model_errors(spec: Spec, registry: Registry) -> list[str]:
+    """Phase 2 for `model` and `rules`: the model exists, its options validate and build it, every glob gives
+    some layer its rule. Fills the option defaults of a model plugin in place."""
+    ref = spec.model
+    try:
+        model = registry.create_model(ref.name, ref.options)
+    except PluginError as exc:
+        return [f"model.name: {exc}"]
+    except SpecError as exc:
+        return [f"model.options.{error}" if ":" in error.split(" ")[0] else f"model.options: {error}"
+                for error in exc.errors]
+    if not model.family:  # a family's options are its constructor's keyword arguments, passed as given
+        ref.options = model.options.model_dump(mode="json")
+    try:
+        network = built_for_check(model)
+    except Exception as exc:  # a third-party constructor: whatever it raises is the answer
+        return [f"model.options: {ref.name} cannot be built with these options: {one_line(exc)}"]
+    layers = [name for name, _ in wrappable_layers(network)]
+    return [f"{rule_path(glob)}: {why}" for glob, why in glob_problems(layers, list(spec.rules or {})).items()]
 
 
 def partial_channel_errors(channels: int, partial_channels: int) -> list[str]:

@@ -28,6 +28,24 @@ def _fresh_registry(monkeypatch):
     registry.reset()
 
 
+@pytest.fixture
+def interrupt_second_retrain_epoch(monkeypatch):
+    """The retrain's second epoch raises KeyboardInterrupt, as Ctrl-C there would; `monkeypatch.undo()` ends it."""
+    import bionas.retrain
+
+    calls = []
+    original = bionas.retrain.train_epoch
+
+    def interrupting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bionas.retrain, "train_epoch", interrupting)
+    return monkeypatch
+
+
 @pytest.fixture(scope="session")
 def mnist_tensors():
     """The embedded 5,000 real MNIST digits: (float images N x 1 x 28 x 28 in [0, 1], int64 labels)."""

@@ -126,24 +126,12 @@ def test_a_diverging_loss_stops_the_stage_and_keeps_the_last_checkpoint(tmp_path
         run(spec, quiet=True)
 
 
-def test_ctrl_c_exits_cleanly_with_how_to_resume(tmp_path, monkeypatch):
-    import bionas.retrain
-
-    calls = []
-
-    def interrupting(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    original = bionas.retrain.train_epoch
-    monkeypatch.setattr(bionas.retrain, "train_epoch", interrupting)
+def test_ctrl_c_exits_cleanly_with_how_to_resume(tmp_path, interrupt_second_retrain_epoch):
     spec = tiny_spec(tmp_path, evaluation={"attacks": []})
     with pytest.raises(Interrupted, match="--resume") as err:
         run(spec, quiet=True)
     assert err.value.exit_code == 130
-    monkeypatch.undo()
+    interrupt_second_retrain_epoch.undo()
     resumed = run(spec, resume=True, quiet=True)  # continues after epoch 1, the last checkpoint
     assert [r["epoch"] for r in metrics(resumed.run_dir) if r["stage"] == "retrain"] == [0, 1, 2]
 

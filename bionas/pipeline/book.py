@@ -18,14 +18,18 @@ from bionas.tracking import Loggers
 # The spec fields each stage depends on: a finished stage is trusted on resume only when they are unchanged.
 STAGE_FIELDS = {
     "search": ("seed", "dataset", "space", "search", "runtime"),
-    "surrogate": ("seed", "dataset", "space", "search", "genotype", "retrain", "runtime"),
-    "retrain": ("seed", "dataset", "space", "search", "genotype", "retrain", "runtime"),
-    "attacks": ("seed", "dataset", "space", "search", "genotype", "retrain", "runtime", "evaluation"),
+    "surrogate": ("seed", "dataset", "space", "search", "genotype", "model", "rules", "retrain", "runtime"),
+    "retrain": ("seed", "dataset", "space", "search", "genotype", "model", "rules", "retrain", "runtime"),
+    "attacks": ("seed", "dataset", "space", "search", "genotype", "model", "rules", "retrain", "runtime",
+                "evaluation"),
 }
+# Left out of the identity when null, so that runs recorded before these fields existed still resume.
+ABSENT_WHEN_NULL = ("model", "rules")
 
 
 def stage_identity(spec_dict: dict[str, Any], stage: str) -> dict[str, Any]:
-    return {key: spec_dict.get(key) for key in STAGE_FIELDS[stage]}
+    return {key: spec_dict.get(key) for key in STAGE_FIELDS[stage]
+            if not (key in ABSENT_WHEN_NULL and spec_dict.get(key) is None)}
 
 
 class StageBook:

@@ -6,10 +6,11 @@ It is rebuilt from the files of the run directory, so analyses run later
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
-from bionas.pipeline.result import RunResult
+from bionas.pipeline.result import RunResult, rule_counts
 from bionas.robustness import RobustnessReport
 from bionas.rundir import RunDir, atomic_write_text, read_json
 from bionas.space import Genotype
@@ -48,6 +49,8 @@ def render_report(spec, result, provenance: dict[str, Any], run_dir: RunDir) -> 
             lines.append(f"| {row.attack}{marker} at {row.budget_label} | robust {_pct(row.robust_accuracy)}, "
                          f"clean {_pct(row.clean_accuracy)} |")
     lines.append("")
+    if result.model is not None:
+        lines += model_section(result.model)
     if result.genotype is not None:
         lines += ["## Genotype", "", "```", str(result.genotype), "```", ""]
         if run_dir.path("genotype.png").exists():
@@ -77,6 +80,23 @@ def render_report(spec, result, provenance: dict[str, Any], run_dir: RunDir) -> 
     return "\n".join(lines).rstrip() + "\n"
 
 
+def model_section(record: dict[str, Any]) -> list[str]:
+    """A model run's model, its rules by glob, and how many layers learn by each rule (model.json has each)."""
+    model = record["model"]
+    options = ", ".join(f"{k}={v!r}" for k, v in model["options"].items())
+    lines = ["## Model", "", f"`{model['name']}`" + (f" ({options})" if options else "") + ", trained with the "
+             "rules below; layers no glob matches learn by plain backprop. The rule of every layer is in "
+             "`model.json`.", ""]
+    rules = record.get("rules") or {}
+    if rules:
+        lines += ["| glob | rule |", "|---|---|"]
+        lines += [f"| `{glob}` | {ref['name']}{' ' + json.dumps(ref['options']) if ref['options'] else ''} |"
+                  for glob, ref in rules.items()] + [""]
+    counts = ", ".join(f"{rule} {count}" for rule, count in rule_counts(record["layers"]).items())
+    lines += [f"Layers per rule: {counts}.", ""]
+    return lines
+
+
 def refresh_report(run_dir) -> None:
     """Rebuild report.md of a finished run from its files (after an analysis added a section)."""
     run = RunDir(run_dir)
@@ -84,6 +104,8 @@ def refresh_report(run_dir) -> None:
     result = RunResult(run.root)
     if run.path("genotype.json").exists():
         result.genotype = Genotype.load(run.path("genotype.json"))
+    if run.path("model.json").exists():
+        result.model = read_json(run.path("model.json"))
     if run.path("search.json").exists():
         result.search_seconds = read_json(run.path("search.json"))["seconds"]
     if run.path("retrain.json").exists():

@@ -17,6 +17,7 @@ class Interrupted(BionasError):
 class RunResult:
     run_dir: Path
     genotype: Any = None  # bionas.space.Genotype
+    model: dict[str, Any] | None = None  # a model run's model.json: model, rules, the rule of every layer
     search_seconds: float | None = None
     best_epoch: int | None = None
     val_accuracy: float | None = None
@@ -29,6 +30,17 @@ class RunResult:
         out = {"run_dir": str(self.run_dir), "stages": self.stages,
                "genotype": str(self.genotype) if self.genotype else None, "search_seconds": self.search_seconds, "best_epoch": self.best_epoch,
                "val_accuracy": self.val_accuracy, "test_accuracy": self.test_accuracy, "parameters": self.parameters}
+        if self.model is not None:
+            out["model"] = {"name": self.model["model"]["name"], "options": self.model["model"]["options"],
+                            "rules": rule_counts(self.model["layers"])}
         if self.robustness is not None:
             out["robustness"] = self.robustness.to_json()
         return out
+
+
+def rule_counts(layers: dict[str, str | None]) -> dict[str, int]:
+    """rule name -> how many layers learn by it ('plain' for backprop without a rule), from model.json."""
+    counts: dict[str, int] = {}
+    for rule in layers.values():
+        counts[rule or "plain"] = counts.get(rule or "plain", 0) + 1
+    return counts

@@ -1,5 +1,7 @@
 """search -> genotype -> retrain -> test -> attacks -> report, in one run directory.
 
+A spec with a `model` trains that model with its rules instead: retrain -> test -> attacks -> report.
+
 Each stage checkpoints as it goes and records in stages.json that it finished
 (bionas.pipeline.book); `resume=True` skips the finished stages and continues
 the interrupted one from its checkpoint. The test split is touched once, by the
@@ -17,6 +19,8 @@ from rich.console import Console
 
 from bionas import distributed
 from bionas.errors import BionasError
+from bionas.model import split_model_name
+from bionas.model_network import ModelChoice
 from bionas.pipeline.book import StageBook
 from bionas.pipeline.context import StageContext
 from bionas.pipeline.evaluate_stage import AccuracyStage, AttackStage
@@ -24,11 +28,11 @@ from bionas.pipeline.report import refresh_report
 from bionas.pipeline.result import Interrupted, RunResult
 from bionas.pipeline.search_stage import SearchStage, given_genotype
 from bionas.pipeline.tracking import output_files, run_loggers
-from bionas.pipeline.train_stage import TrainStage
+from bionas.pipeline.train_stage import MODEL_RECORD, TrainStage
 from bionas.plots import training_curves
 from bionas.registry import get_attack, get_dataset, get_registry
 from bionas.runtime import Runtime
-from bionas.rundir import RunDir, provenance, write_json
+from bionas.rundir import RunDir, provenance, read_json, write_json
 from bionas.space import with_backprop
 from bionas.spec import Spec, default_fixed_rule, load_spec
 from bionas.tracking import LogRun
@@ -40,6 +44,8 @@ def run_provenance(spec: Spec, device: torch.device, world_size: int) -> dict[st
     registry = get_registry()
     plugins = [registry.info(kind, ref.name) for _, kind, ref in spec.plugin_refs()]
     plugins += [registry.info("op", op) for op in spec.space.ops]
+    if spec.model is not None:
+        plugins.append(registry.info("model", split_model_name(spec.model.name)[0]))
     found = provenance({(p.kind, p.name): p for p in plugins}.values())
     return {**found, "device": str(device), "world_size": world_size}
 
@@ -86,6 +92,8 @@ class Pipeline:
 
     def execute(self) -> RunResult:
         spec, main = self.spec, self.runtime.is_main
+        if spec.model is not None and self.only == {"search"}:
+            raise BionasError(f"spec '{spec.name}' trains a model: it has no search stage (bionas run or bionas train)")
         if main:
             self.dir.prepare(self.resume)
         distributed.barrier()
@@ -103,22 +111,30 @@ class Pipeline:
         dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
         context = StageContext(spec, self.book, self.runtime, dataset, self.console, self.result)
         self.console.print(f"[bold]bionas[/bold] run '{spec.name}' in {self.dir.root} on {self.runtime.device}")
-        if spec.search:
-            self.result.genotype = SearchStage(context, allowed=self.wanted("search")).run()
+        if spec.model is not None:
+            architecture = ModelChoice.from_spec(spec)
+            surrogate_label = "the same model trained with plain backprop"
         else:
-            self.result.genotype = given_genotype(context)
+            if spec.search:
+                self.result.genotype = SearchStage(context, allowed=self.wanted("search")).run()
+            else:
+                self.result.genotype = given_genotype(context)
+            architecture = self.result.genotype
+            surrogate_label = f"the same genotype trained with {default_fixed_rule()}"
         if spec.retrain is not None and self.wanted("retrain"):
             retrain = TrainStage(context, "retrain")
-            model = retrain.run(self.result.genotype)
+            model = retrain.run(architecture)
             retrain.record_result()
+            if spec.model is not None:
+                self.result.model = read_json(self.dir.path(MODEL_RECORD))
             surrogate = None
             if self.needs_surrogate():  # training runs collectives: every rank, before rank 0's evaluation
-                surrogate = TrainStage(context, "surrogate").run(with_backprop(self.result.genotype))
+                backprop = architecture.with_backprop() if spec.model else with_backprop(architecture)
+                surrogate = TrainStage(context, "surrogate").run(backprop)
             if main:  # evaluation needs no second process
                 AccuracyStage(context).run(model)
                 if spec.evaluation.attacks and self.wanted("attacks"):
-                    label = f"the same genotype trained with {default_fixed_rule()}"
-                    AttackStage(context, self.attacks, label).run(model, surrogate)
+                    AttackStage(context, self.attacks, surrogate_label).run(model, surrogate)
         if main:
             self.write_outputs()
         distributed.barrier()

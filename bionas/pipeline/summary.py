@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from bionas.pipeline.result import RunResult
+from bionas.pipeline.result import RunResult, rule_counts
 from bionas.pipeline.study_report import status_lines, study_table
 
 
@@ -13,6 +13,9 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     """The table `bionas run` ends with: genotype, accuracies, robust accuracies, run directory."""
     console = console or Console()
     table = Table(title="bionas run", show_header=False)
+    if result.model is not None:
+        counts = ", ".join(f"{rule} {count}" for rule, count in rule_counts(result.model["layers"]).items())
+        table.add_row("model", f"{result.model['model']['name']} (layers: {counts})")
     if result.genotype is not None:
         table.add_row("genotype", str(result.genotype))
     if result.search_seconds is not None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from bionas.errors import BionasError
 from bionas.registry import get_dataset
-from bionas.space.saved import load_network
+from bionas.model_network import load_trained_network
 
 MODEL_FILE = "model.safetensors"  # the retrained network in a run directory
 
@@ -30,6 +30,6 @@ def load_target(path: str | Path) -> Target:
     model_path = path / MODEL_FILE if path.is_dir() else path
     if not model_path.is_file():
         raise BionasError(f"no trained network at {model_path} (a run directory holds it once its retrain finished)")
-    model, meta = load_network(model_path)
+    model, meta = load_trained_network(model_path)
     dataset = get_dataset(meta["dataset"]["name"], **meta["dataset"]["options"])
     return Target(model, dataset.split("test"), meta.get("run", model_path.stem))

@@ -11,6 +11,7 @@ the rules themselves are plugins (first-party: plugins/bionas_rules).
     seeding.py    per-layer seeds, seeded draws, the training-step clock and hold_feedback()
     gradients.py  exact_gradients(), alignment()
     refs.py       rule references as specs and genotypes write them
+    globs.py      which glob of a {module-name glob: rule} mapping gives each layer its rule
 """
 
 from bionas.rules.base import FeedbackRule, LearningRule
