@@ -307,10 +307,6 @@ class Spec(Section):
     genotype: GenotypeSource | None = Field(
         default=None, description="A genotype (path to genotype.json, or inline) to retrain instead of searching."
     )
-    retrain: RetrainSpec | None = Field(
-        default_factory=RetrainSpec, description="The retrain stage; null to stop after the search."
-    )
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Test and attack stage.")
     model: ModelSpec | None = Field(
         default=None, description="A fixed network to train with `rules` instead of searching one; then search "
         "and genotype stay null (docs/models.md).")
@@ -319,6 +315,10 @@ class Spec(Section):
         "the rule of the first glob matching its name or an ancestor's, layers no glob matches learn by plain "
         "backprop, and every glob must give some layer its rule. A rule name alone applies it to every layer. "
         "Only with model.")
+    retrain: RetrainSpec | None = Field(
+        default_factory=RetrainSpec, description="The retrain stage; null to stop after the search."
+    )
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Test and attack stage.")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Speed settings.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Outputs.")
     loggers: list[PluginRef] = Field(

@@ -106,7 +106,10 @@ def render() -> str:
             lines += ["(none yet)", ""]
         for info in infos:
             lines += [f"#### `{info.name}`", "", info.description, ""]
-            if info.cls.Options.model_fields:
+            if kind.name == "model" and info.cls.family:  # its options are a library's keyword arguments
+                lines += [f"A family: `model: {{name: {info.name}/<architecture>, options: {{...}}}}`, the options "
+                          "passed through to the library (docs/models.md).", ""]
+            elif info.cls.Options.model_fields:
                 lines += _table(info.cls.Options) + [""]
             else:
                 lines += ["No options.", ""]

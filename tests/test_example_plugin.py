@@ -54,7 +54,7 @@ def test_plugins_list_shows_the_example_package(example_installed):
     assert plugins["sign_mean"]["kind"] == "rule" and plugins["blobs"]["kind"] == "dataset"
     assert plugins["blobs"]["version"] == "0.1.0"
     kinds = {"sign_mean": "rule", "relu_conv_3x3": "op", "one_level": "search", "blobs": "dataset",
-             "random_sign": "attack"}
+             "random_sign": "attack", "tiny_cnn": "model"}
     assert {name: plugins[name]["kind"] for name in kinds} == kinds
     assert {plugins[name]["distribution"] for name in kinds} == {"bionas-plugin-example"}
 
@@ -121,6 +121,20 @@ def test_a_run_of_the_five_example_plugins(example_installed, tmp_path):
     assert searched[0]["alphas"]["normal"] != searched[1]["alphas"]["normal"]  # the alphas moved every epoch
     assert [row.attack for row in result.robustness.rows] == ["random_sign"]
     assert result.robustness.rows[0].work_unit == "queries"
+
+
+@pytest.mark.slow
+def test_a_model_run_of_the_example_model_with_the_example_rule(example_installed, tmp_path):
+    spec = {
+        "name": "example-model", "dataset": {"name": "blobs", "options": {"samples": 64}},
+        "model": {"name": "tiny_cnn", "options": {"width": 4}}, "rules": {"0": "sign_mean", "2": "usf"},
+        "retrain": {"epochs": 1, "batch_size": 16, "cutout": 0},
+        "evaluation": {"points": 16, "attacks": [{"name": "random_sign", "eps": [0.3]}]},
+        "runtime": {"workers": 0}, "output": {"dir": str(tmp_path / "run"), "plots": False},
+    }
+    result = bionas.run(spec, quiet=True)
+    assert result.model["layers"] == {"0": "sign_mean", "2": "usf", "6": None}
+    assert [row.attack for row in result.robustness.rows] == ["random_sign"]
 
 
 def test_the_example_command_runs_in_a_real_process(example_installed):

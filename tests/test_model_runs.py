@@ -4,7 +4,9 @@ import json
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from bionas.cli import build_app
 from bionas.pipeline import Interrupted, run
 from bionas.robustness import load_target
 from bionas.rules import rule_of, wrappable_layers
@@ -60,6 +62,11 @@ def test_first_party_model_run_trains_tests_attacks_and_reports(tmp_path):
     check_layers(target.model, layers)
     images = torch.rand(5, 1, 8, 8)
     assert torch.equal(target.model(images), load_target(run_dir / "model.safetensors").model(images))
+    # the per-layer alignment the retrain logged is there; the genotype analyses say why they do not apply
+    app = build_app()
+    assert CliRunner().invoke(app, ["analyze", "alignment", str(run_dir)]).exit_code == 0
+    refused = CliRunner().invoke(app, ["analyze", "gradvar", str(run_dir)])
+    assert refused.exit_code == 1 and "trained the model mlp, not a genotype" in refused.output
 
 
 @pytest.mark.parametrize(("model", "rules", "expected"), [

@@ -61,7 +61,7 @@ def test_skeleton_errors_wrong_type_unknown_key_missing_section(toy_plugins):
 
 def test_search_or_genotype_is_required(toy_plugins):
     assert errors_of(toy_plugins.spec(search=None)) == [
-        "search: missing; give a search section, or a genotype to retrain"
+        "search: missing; give a search section, a genotype to retrain, or a model to train"
     ]
     assert load_spec(toy_plugins.spec(search=None, genotype="genotype.json")).genotype == "genotype.json"
 

@@ -40,6 +40,9 @@ class RunContext:
         if not self.dir.path("model.safetensors").exists():
             raise BionasError(f"{self.dir.root} has no retrained network yet (model.safetensors); finish the run first")
         self.spec = load_spec(read_json(self.dir.path("resolved_spec.json")))
+        if self.spec.model is not None:
+            raise BionasError(f"{self.dir.root} trained the model {self.spec.model.name}, not a genotype: this analysis "
+                              "rewrites a genotype's rules (bionas analyze alignment works on any run)")
         self.device = resolve_device(device)
         self.dataset = get_dataset(self.spec.dataset.name, **self.spec.dataset.options)
         self.model, meta = load_network(self.dir.path("model.safetensors"), self.device)

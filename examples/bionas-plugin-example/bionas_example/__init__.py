@@ -7,6 +7,7 @@ from bionas_example.one_level import OneLevel
 from bionas_example.random_sign import RandomSign
 from bionas_example.relu_conv import ReLUConv3x3
 from bionas_example.sign_mean import SignMean
+from bionas_example.tiny_cnn import TinyCNN
 
 
 @bionas.hookimpl
@@ -35,9 +36,14 @@ def bionas_register_attacks(register):
 
 
 @bionas.hookimpl
+def bionas_register_models(register):
+    register(TinyCNN)
+
+
+@bionas.hookimpl
 def bionas_register_commands(app):
     @app.command("example-info")
     def example_info() -> None:
         """Say what the example plugin package provides."""
         print(f"bionas-plugin-example: rule '{SignMean.name}', op '{ReLUConv3x3.name}', search "
-              f"'{OneLevel.name}', dataset '{Blobs.name}', attack '{RandomSign.name}'")
+              f"'{OneLevel.name}', dataset '{Blobs.name}', attack '{RandomSign.name}', model '{TinyCNN.name}'")
