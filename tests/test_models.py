@@ -172,3 +172,29 @@ def test_a_glob_the_built_model_does_not_match_is_an_error_at_build_time():
     choice = ModelChoice({"name": "mlp", "options": {"hidden": []}}, {"fc1": {"name": "fa", "options": {}}})
     with pytest.raises(BionasError, match=r"rules\['fc1'\] of model mlp: matches no Conv2d/Linear layer"):
         build_model_network(choice, model_config(MNIST))
+
+
+def test_bionas_search_on_a_model_spec_says_it_has_no_search_stage(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from bionas.cli import build_app
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "t", "dataset": "digits", "model": "mlp"}))
+    result = CliRunner().invoke(build_app(), ["search", str(spec), "--out", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 1 and "trains a model: it has no search stage" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_model_plugins_and_a_first_party_model_spec_import_neither_timm_nor_torchvision():
+    """docs/architecture.md: loading the first-party plugins imports none of timm, torchvision, matplotlib."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bionas.registry import get_registry; get_registry().list(); "
+            "from bionas.spec import load_spec; load_spec({'name': 't', 'dataset': 'digits', 'model': 'lenet5', "
+            "'rules': {'conv*': 'fa'}}); print(sorted(m for m in ('timm', 'torchvision', 'matplotlib') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
