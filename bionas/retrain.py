@@ -103,7 +103,8 @@ def retrain(
     eval_batch_size: int = 256,
     best_metadata: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train `model` (a Network) by `recipe`; the best validation epoch's weights go to `best_path`.
+    """Train `model` (a Network, or a model run's ModelNetwork) by `recipe`; the best validation epoch's weights
+    go to `best_path`.
 
     `runtime` says where and how: the model is moved to its device (channels_last and
     torch.compile when it asks), each rank trains on its own shard through DDP, rank 0

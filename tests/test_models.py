@@ -1,5 +1,7 @@
 """Model plugins: the first-party networks, the timm and torchvision families, and the spec's model and rules."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -198,3 +200,17 @@ def test_the_model_plugins_and_a_first_party_model_spec_import_neither_timm_nor_
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_spec_of_docs_models_md_is_valid_and_gives_each_layer_the_rule_it_says():
+    import yaml
+
+    from bionas.model_network import ModelChoice, build_model_network, model_config
+
+    page = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    spec = load_spec(yaml.safe_load(page.split("```yaml\n", 1)[1].split("```", 1)[0]))
+    choice = ModelChoice.from_spec(spec)
+    layers = choice.layer_rules(build_model_network(choice, model_config(CIFAR)).net)
+    assert layers["conv1"] is None and layers["fc"] == "fa"  # "conv1 matches no glob: plain backprop"
+    assert {layers[n] for n in layers if n.startswith("layer1.")} == {"usf"}
+    assert {layers[n] for n in layers if n.startswith(("layer2.", "layer3."))} == {"frsf"}
