@@ -596,6 +596,8 @@ def spec_model(registry: Registry | None = None) -> type[Spec]:
     if op_names:
         space_fields["ops"] = (list[Literal[tuple(op_names)]], SpaceSpec.model_fields["ops"])
     space = create_model("SpaceSpec", __base__=SpaceSpec, **space_fields)
+    rule_names = registry.names("rule")
+    rule_name_type = Literal[tuple(rule_names)] if rule_names else str
     evaluation = create_model(
         "EvaluationSpec",
         __base__=EvaluationSpec,
@@ -608,6 +610,7 @@ def spec_model(registry: Registry | None = None) -> type[Spec]:
         space=(space, Field(default_factory=space, description=Spec.model_fields["space"].description)),
         search=(_plugin_union(registry, "search", SearchSpec) | None, Spec.model_fields["search"]),
         loggers=(list[_plugin_union(registry, "logger", PluginRef)], Spec.model_fields["loggers"]),
+        rules=(dict[str, rule] | rule_name_type | None, Spec.model_fields["rules"]),  # or one rule's name
         evaluation=(
             evaluation,
             Field(default_factory=evaluation, description=Spec.model_fields["evaluation"].description),

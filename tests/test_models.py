@@ -214,3 +214,11 @@ def test_the_spec_of_docs_models_md_is_valid_and_gives_each_layer_the_rule_it_sa
     assert layers["conv1"] is None and layers["fc"] == "fa"  # "conv1 matches no glob: plain backprop"
     assert {layers[n] for n in layers if n.startswith("layer1.")} == {"usf"}
     assert {layers[n] for n in layers if n.startswith(("layer2.", "layer3."))} == {"frsf"}
+
+
+def test_the_schema_types_rules_by_the_installed_rules():
+    from bionas.spec import spec_json_schema
+
+    mapping, name, null = spec_json_schema()["properties"]["rules"]["anyOf"]
+    assert "fa" in name["enum"] and null == {"type": "null"}
+    assert "fa" in mapping["additionalProperties"]["anyOf"][0]["enum"]
