@@ -104,3 +104,15 @@ def test_an_interrupted_model_run_resumes_to_the_uninterrupted_result(tmp_path, 
         assert torch.equal(x, y), name
     with pytest.raises(Exception, match="different spec"):  # a resumed model run checks its model and rules
         run({**spec, "rules": "fa"}, resume=True, quiet=True)
+
+
+def test_a_study_of_a_model_counts_layers_per_rule_and_has_no_genotypes(tmp_path):
+    from bionas.pipeline import run_study
+
+    spec = model_spec(tmp_path, {"name": "mlp", "options": {"hidden": [8]}}, {"fc1": "fa"}, seeds=[0, 1],
+                      retrain={"epochs": 1, "batch_size": 128, "lr": 0.05, "cutout": 0},
+                      evaluation={"points": 20, "attacks": []}, output={"dir": str(tmp_path / "run"), "plots": False})
+    aggregate = run_study(spec, quiet=True)
+    assert [row["rules"] for row in aggregate["rows"]] == [{"fa": 1, "plain": 1}] * 2
+    study = (tmp_path / "run" / "study.md").read_text()
+    assert "| seed | layers per rule |" in study and "| 0 | fa 1, plain 1 |" in study and "Genotypes" not in study

@@ -17,6 +17,8 @@ from typing import Any
 from bionas.analysis.aggregate import STD_NOTE, Spread, format_value, plot_spreads, spread, spreads
 from bionas.checkpoint import diff_dicts, load_metadata
 from bionas.errors import BionasError, CheckpointError, one_line
+from bionas.pipeline.result import rule_counts
+from bionas.pipeline.train_stage import MODEL_RECORD
 from bionas.robustness import RobustnessReport
 from bionas.rundir import RunDir, atomic_write_text, read_json, write_json
 from bionas.space import Genotype
@@ -59,12 +61,16 @@ def robust_label(row) -> str:
 
 
 def finished_row(seed: int, path: Path, results: dict[str, Any]) -> dict[str, Any]:
-    """One seed's row: its genotype, kept edges per rule, accuracies, robust accuracies, search time."""
+    """One seed's row: its genotype, kept edges per rule (a model run: layers per rule), accuracies, robust
+    accuracies, search time."""
     row: dict[str, Any] = {"seed": seed, "dir": path.name, "genotype": None, "rules": {}}
     genotype = _readable_json(path / "genotype.json")
+    model = _readable_json(path / MODEL_RECORD)
     if genotype is not None:  # read as data: the plugins it names need not be installed to aggregate
         genotype = Genotype.from_dict(genotype, check_plugins=False, source=str(path / "genotype.json"))
         row["genotype"], row["rules"] = genotype_line(genotype), genotype.rule_counts()
+    elif model is not None:
+        row["rules"] = rule_counts(model["layers"])
     for key in ("val_accuracy", "test_accuracy", "best_epoch", "parameters", "search_seconds"):
         row[key] = results.get(key)
     robustness = results.get("robustness")
@@ -160,7 +166,8 @@ def study_table(aggregate: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows, summary = aggregate["rows"], aggregate["summary"]
     robust = list(summary["robust"])
     timed = any(row["search_seconds"] is not None for row in rows)
-    header = ["seed", "kept edges per rule", "val acc", "test acc", *robust, *(["search s"] if timed else [])]
+    counted = "kept edges per rule" if any(row["genotype"] for row in rows) or not rows else "layers per rule"
+    header = ["seed", counted, "val acc", "test acc", *robust, *(["search s"] if timed else [])]
 
     def cells(rules: str, val: str, test: str, attacks: list[str], seconds: str) -> list[str]:
         return [rules, val, test, *attacks, *([seconds] if timed else [])]
@@ -208,9 +215,10 @@ def study_markdown(aggregate: dict[str, Any]) -> str:
     if table:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
-        lines += ["", "## Genotypes", "",
-                  f"{aggregate['distinct_genotypes']} distinct among {len(aggregate['rows'])} seeds.", ""]
-        lines += [f"* seed {row['seed']}: `{row['genotype']}`" for row in aggregate["rows"]]
+        if any(row["genotype"] for row in aggregate["rows"]):  # a model run has none
+            lines += ["", "## Genotypes", "",
+                      f"{aggregate['distinct_genotypes']} distinct among {len(aggregate['rows'])} seeds.", ""]
+            lines += [f"* seed {row['seed']}: `{row['genotype']}`" for row in aggregate["rows"]]
         if aggregate.get("plot"):
             lines += ["", f"![study]({aggregate['plot']})"]
     return "\n".join(lines).rstrip() + "\n"
