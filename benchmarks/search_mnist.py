@@ -2,7 +2,8 @@
 
     python benchmarks/search_mnist.py                          # defaults: 5 strategies x 3 seeds
     python benchmarks/search_mnist.py --strategies darts-1 random --epochs 3 --seeds 0
-    python benchmarks/search_mnist.py --weight-init keep       # rule layers keep PyTorch's default init
+    python benchmarks/search_mnist.py --weight-init xavier_uniform keep   # both initialisations of the rules
+    python benchmarks/search_mnist.py --threads 1 --workers 15  # 15 runs at a time on 16 cores
 
 Search: the paper's joint space (DARTS's 8 ops x rules usf, brsf, frsf, fa: 22
 candidates, fixed layers bp) on a small supernet, `--images` images of each
@@ -21,16 +22,19 @@ chosen on the val split, whose weights are then tested once on the test split
 data split, initialisation, batch order. The table gives mean +- sample
 standard deviation over the seeds; `alpha change` is the mean over edges of
 the standard deviation over candidates of (final alpha - initial alpha), how
-differently the search moved the candidates of an edge.
+differently the search moved the candidates of an edge. With `--workers` the
+runs share the machine: their times are slower than alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,37 +91,69 @@ def mean_std(values: list[float], fmt: str) -> str:
     return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
 
 
-def run_one(label: str, args, seed: int, dataset, space_spec: SpaceSpec, recipe: RetrainSpec) -> dict:
-    """Search with strategy `label`, retrain its genotype, test it: the row of one seed."""
+def run_one(label: str, weight_init: str, seed: int, args) -> dict:
+    """Search with strategy `label` (rules with `weight_init`), retrain its genotype, test it: one seed's row."""
+    torch.set_num_threads(args.threads)
+    dataset = bionas.get_dataset("mnist5k")
     info = dataset.info
     device = torch.device("cpu")
+    rules = [{"name": rule, "options": {"weight_init": weight_init}} for rule in ("usf", "brsf", "frsf", "fa")]
+    space_spec = SpaceSpec(channels=args.channels, cells=args.cells, rules=rules)
     data = SearchData.split(dataset, 0.5, seed=seed)
     data.weights_indices, data.arch_indices = data.weights_indices[: args.images], data.arch_indices[: args.images]
     name, options = strategies(args)[label]
     strategy = bionas.get_search(name, **options)
-    print(f"\n{label}, seed {seed}: {strategy!r}")
     seed_everything(seed)
     space = SearchSpace(resolve_space(space_spec, type(strategy)))
     supernet = Supernet(space, info.num_classes, info.channels, info.mean, info.std)
     before = {kind: getattr(supernet, f"alphas_{kind}").detach().clone() for kind in ("normal", "reduce")}
     result = strategy.search(supernet, data, bionas.Runtime(device=device, quiet=True))
     genotype = result.genotype
-    print(compact(genotype))
     seed_everything(seed)
-    model = Network(genotype, channels=recipe.channels, cells=recipe.cells, num_classes=info.num_classes,
+    model = Network(genotype, channels=args.retrain_channels, cells=args.retrain_cells, num_classes=info.num_classes,
                     in_channels=info.channels, mean=info.mean, std=info.std, image_size=info.image_size)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        trained = retrain(model, dataset, recipe, bionas.Runtime(device=device, quiet=True), seed=seed,
+        trained = retrain(model, dataset, recipe(args), bionas.Runtime(device=device, quiet=True), seed=seed,
                           best_path=Path(tmp) / "best")
         retrain_seconds = time.perf_counter() - started
         model.load_state_dict(load_state(Path(tmp) / "best")[0]["model"])
     _, test_accuracy = evaluate_accuracy(model, make_loader(dataset, "test", 256, train=False), device)
-    row = {"search_s": result.seconds, "params": count_parameters(model), "val": trained.best_val_accuracy,
-           "test": test_accuracy, "retrain_s": retrain_seconds, "alpha_change": alpha_change(before, supernet)}
-    print(f"search {result.seconds:.0f} s, retrain {retrain_seconds:.0f} s, val {trained.best_val_accuracy:.1%} "
-          f"(epoch {trained.best_epoch}), test {test_accuracy:.1%}, alpha change {row['alpha_change']}", flush=True)
-    return row
+    return {"strategy": f"{strategy!r}", "genotype": compact(genotype), "search_s": result.seconds,
+            "params": count_parameters(model), "val": trained.best_val_accuracy, "best_epoch": trained.best_epoch,
+            "test": test_accuracy, "retrain_s": retrain_seconds, "alpha_change": alpha_change(before, supernet)}
+
+
+def recipe(args) -> RetrainSpec:
+    return RetrainSpec(epochs=args.retrain_epochs, batch_size=64, channels=args.retrain_channels,
+                       cells=args.retrain_cells, lr=args.retrain_lr, auxiliary=False, drop_path=0.0, cutout=0)
+
+
+def run_all(args) -> dict[tuple[str, str], list[dict]]:
+    """Every (strategy, weight_init, seed) run, in `--workers` processes; each printed as it ends."""
+    jobs = [(label, init, seed) for label in args.strategies for init in args.weight_init for seed in args.seeds]
+    rows: dict[tuple[str, str], dict[int, dict]] = {(label, init): {} for label, init, _ in jobs}
+
+    def report(job, row):
+        label, init, seed = job
+        rows[label, init][seed] = row
+        print(f"\n{label}, weight_init {init}, seed {seed}: {row['strategy']}\n{row['genotype']}\n"
+              f"search {row['search_s']:.0f} s, retrain {row['retrain_s']:.0f} s, val {row['val']:.1%} "
+              f"(epoch {row['best_epoch']}), test {row['test']:.1%}, alpha change {row['alpha_change']}", flush=True)
+
+    if args.workers == 1:
+        for job in jobs:
+            report(job, run_one(*job, args))
+    else:
+        # spawn: a forked child would inherit the parent's torch thread pools
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, *job, args): job for job in jobs}
+            for future in as_completed(futures):
+                try:
+                    report(futures[future], future.result())
+                except Exception as error:  # the other runs still make their rows
+                    print(f"\n{futures[future]} failed: {error!r}", flush=True)
+    return {key: [by_seed[seed] for seed in args.seeds if seed in by_seed] for key, by_seed in rows.items()}
 
 
 def main() -> None:
@@ -135,35 +171,33 @@ def main() -> None:
     parser.add_argument("--retrain-channels", type=int, default=8)
     parser.add_argument("--retrain-cells", type=int, default=5)
     parser.add_argument("--retrain-lr", type=float, default=0.1, help="higher than DARTS's 0.025: 2 epochs")
-    parser.add_argument("--weight-init", choices=["xavier_uniform", "keep"], default="xavier_uniform",
-                        help="the rules' weight_init option")
+    parser.add_argument("--weight-init", nargs="+", choices=["xavier_uniform", "keep"], default=["xavier_uniform"],
+                        help="the rules' weight_init option (each one given is run)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each run")
+    parser.add_argument("--workers", type=int, default=1, help="runs at a time, each in its own process")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    dataset = bionas.get_dataset("mnist5k")
-    rules = [{"name": rule, "options": {"weight_init": args.weight_init}} for rule in ("usf", "brsf", "frsf", "fa")]
-    space_spec = SpaceSpec(channels=args.channels, cells=args.cells, rules=rules)
-    recipe = RetrainSpec(epochs=args.retrain_epochs, batch_size=64, channels=args.retrain_channels,
-                         cells=args.retrain_cells, lr=args.retrain_lr, auxiliary=False, drop_path=0.0, cutout=0)
-    print(f"search: {args.images} + {args.images} images, supernet C={args.channels} cells={args.cells}, "
-          f"{args.epochs} epochs, rules' weight_init {args.weight_init}; retrain: C={recipe.channels} "
-          f"cells={recipe.cells}, lr {recipe.lr}, {recipe.epochs} epochs on {len(dataset.split('train'))} images; "
-          f"seeds {args.seeds}; torch threads {args.threads}")
-    rows = {label: [run_one(label, args, seed, dataset, space_spec, recipe) for seed in args.seeds]
-            for label in args.strategies}
-    print(f"\n{len(args.seeds)} seeds ({' '.join(map(str, args.seeds))}), mean ± std; weight_init {args.weight_init}")
-    print("\n| strategy | test acc (%) | val acc (%) | test acc per seed (%) | params | alpha change | search s | "
-          "retrain s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, runs in rows.items():
+    train_images = len(bionas.get_dataset("mnist5k").split("train"))
+    header = (f"search: {args.images} + {args.images} images, supernet C={args.channels} cells={args.cells}, "
+              f"{args.epochs} epochs, batch {args.batch_size}; retrain: C={args.retrain_channels} "
+              f"cells={args.retrain_cells}, lr {args.retrain_lr}, {args.retrain_epochs} epochs on {train_images} "
+              f"images; seeds {args.seeds}; torch threads {args.threads} per run, {args.workers} run(s) at a time")
+    print(header)
+    rows = run_all(args)
+    print(f"\n{header}\n{len(args.seeds)} seeds ({' '.join(map(str, args.seeds))}), mean ± std")
+    print("\n| strategy | rules' weight_init | test acc (%) | val acc (%) | test acc per seed (%) | params | "
+          "alpha change | search s | retrain s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (label, init), runs in rows.items():
+        if not runs:
+            continue
         def column(key, fmt, scale=1.0):
             return mean_std([r[key] * scale for r in runs], fmt)
 
         changes = [r["alpha_change"] for r in runs]
         change = "n/a" if None in changes else mean_std(changes, ".1e")
         per_seed = " ".join(f"{100 * r['test']:.1f}" for r in runs)
-        print(f"| {label} | {column('test', '.1f', 100)} | {column('val', '.1f', 100)} | {per_seed} | "
+        print(f"| {label} | {init} | {column('test', '.1f', 100)} | {column('val', '.1f', 100)} | {per_seed} | "
               f"{column('params', ',.0f')} | {change} | {column('search_s', '.0f')} | {column('retrain_s', '.0f')} |")
 
 
