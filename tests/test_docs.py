@@ -152,13 +152,15 @@ def command_lines() -> list[tuple[str, str]]:
 
 
 def test_every_cli_command_the_docs_show_exists_with_its_options():
-    from typer.testing import CliRunner
+    # `bionas analyze gradvar RUN_DIR [--batches 16]`: the command, its options, and a number shown after an
+    # option is that option's default
+    import typer
 
     from bionas.cli import build_app
 
-    app, runner, helps = build_app(), CliRunner(), {}
+    root = typer.main.get_command(build_app())
     commands = [(page, line) for page, line in command_lines() if line.startswith("bionas ")]
-    assert len(commands) >= 5
+    assert len(commands) >= 20
     for page, line in commands:
         words = line.split()[1:]
         path = []
@@ -166,19 +168,22 @@ def test_every_cli_command_the_docs_show_exists_with_its_options():
             if not re.fullmatch(r"[a-z][a-z-]*", word):
                 break
             path.append(word)
-        if "|" in " ".join(words[: len(path) + 1]):  # `gradvar|random-rules|alignment`: each alternative
-            alternatives = words[len(path)].split("|")
-            paths = [[*path, alternative] for alternative in alternatives]
+        if len(words) > len(path) and "|" in words[len(path)] and not words[len(path)].startswith("-"):
+            paths = [[*path, alternative] for alternative in words[len(path)].split("|")]  # a|b|c: each
         else:
             paths = [path]
-        for command in paths:
-            key = tuple(command)
-            if key not in helps:
-                result = runner.invoke(app, [*command, "--help"], terminal_width=200)
-                assert result.exit_code == 0, f"{page}: `bionas {' '.join(command)}` does not exist"
-                helps[key] = result.output
-            for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line):
-                assert option in helps[key], f"{page}: `bionas {' '.join(command)}` has no {option}"
+        for names in paths:
+            command = root
+            for name in names:
+                assert name in getattr(command, "commands", {}), f"{page}: `{line}`: no command {name}"
+                command = command.commands[name]
+            options = {opt: param for param in command.params for opt in param.opts}
+            if command is root:
+                options["--version"] = None
+            for option, value in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)(?: (\d+)(?![\w/.]))?", line):
+                assert option in options, f"{page}: `bionas {' '.join(names)}` has no {option}"
+                if value and options[option] is not None and not options[option].multiple:
+                    assert str(options[option].default) == value, f"{page}: {option} defaults to something else"
 
 
 def test_every_benchmark_command_the_docs_show_exists_with_its_options():
@@ -190,3 +195,12 @@ def test_every_benchmark_command_the_docs_show_exists_with_its_options():
         source = script.read_text()
         for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line):
             assert f'"{option}"' in source, f"{page}: {script.name} has no {option}"
+
+
+def test_the_plugin_testing_example_of_the_authoring_guide_runs(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "bionas-plugin-example"))
+    code = next(code for page, code in fenced("python") if page == "docs/plugins.md" and "def test_my_rule" in code)
+    namespace: dict = {}
+    exec(compile(code, "docs/plugins.md", "exec"), namespace)
+    namespace["test_my_rule"]()
+    assert "sign_mean" not in get_registry().names("rule")  # the example unregisters itself again
