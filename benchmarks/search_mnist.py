@@ -191,7 +191,7 @@ def main() -> None:
     for (label, init), runs in rows.items():
         if not runs:
             continue
-        def column(key, fmt, scale=1.0):
+        def column(key, fmt, scale=1.0, runs=runs):
             return mean_std([r[key] * scale for r in runs], fmt)
 
         changes = [r["alpha_change"] for r in runs]

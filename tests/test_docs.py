@@ -43,7 +43,8 @@ def test_the_readme_python_example_runs():
 # -- mechanical checks of what the docs name ---------------------------------------------------------
 
 ROOT = DOCS.parent
-PAGES = {path.relative_to(ROOT).as_posix(): path.read_text() for path in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]}
+PAGES = {path.relative_to(ROOT).as_posix(): path.read_text()
+         for path in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]}
 
 
 def fenced(language: str) -> list[tuple[str, str]]:
