@@ -90,8 +90,9 @@ def test_every_repository_path_the_docs_give_exists():
     assert not missing, sorted(missing)
 
 
-def test_the_imports_of_every_python_block_run():
+def test_the_imports_of_every_python_block_run(monkeypatch):
     # the blocks are excerpts (they use names defined elsewhere), but what they import must exist
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "bionas-plugin-example"))  # docs/plugins.md's
     for page, code in fenced("python"):
         imports = [line.strip() for line in code.splitlines() if re.match(r"\s*(import|from)\s+\w", line)]
         exec(compile("\n".join(imports), page, "exec"), {})
@@ -205,3 +206,28 @@ def test_the_plugin_testing_example_of_the_authoring_guide_runs(monkeypatch):
     exec(compile(code, "docs/plugins.md", "exec"), namespace)
     namespace["test_my_rule"]()
     assert "sign_mean" not in get_registry().names("rule")  # the example unregisters itself again
+
+
+def test_the_keyword_arguments_python_blocks_pass_exist(monkeypatch):
+    # `SearchSpace(spec=None, ...)`, `make_loader(ds, "train", 64, train=True, ...)`: each keyword a call of an
+    # imported bionas callable passes is one of its parameters (calls on instances are not checked)
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "bionas-plugin-example"))
+    checked = 0
+    for page, code in fenced("python"):
+        namespace: dict = {}
+        imports = [line.strip() for line in code.splitlines() if re.match(r"\s*(import|from)\s+\w", line)]
+        exec(compile("\n".join(imports), page, "exec"), namespace)
+        for dotted, arguments in re.findall(r"(?<![\w.])([A-Za-z_][\w.]*)\(([^()]*)\)", code):
+            head, *rest = dotted.split(".")
+            obj = namespace.get(head)
+            for name in rest:
+                obj = getattr(obj, name, None)
+            if obj is None or not callable(obj) or not getattr(obj, "__module__", "").startswith("bionas"):
+                continue
+            parameters = inspect.signature(obj).parameters
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+                continue
+            for keyword in re.findall(r"(?:^|,)\s*(\w+)=", arguments):
+                assert keyword in parameters, f"{page}: {dotted}() has no parameter {keyword}"
+                checked += 1
+    assert checked >= 10
