@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bionas.rundir import atomic_write
+
 
 def figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7, 4.5)):
     """(figure, 2-D array of axes)."""
@@ -22,11 +24,13 @@ def figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7, 4.5)):
 
 
 def save(fig, path: str | Path, dpi: int = 110) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    return path
+    return save_figure(fig, path, dpi)
+
+
+def save_figure(fig, path: str | Path, dpi: int) -> Path:
+    """A PNG written atomically (bionas.rundir.atomic_write): a killed run leaves no half-written plot."""
+    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 
 
 def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
