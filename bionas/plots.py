@@ -29,8 +29,10 @@ def save(fig, path: str | Path, dpi: int = 110) -> Path:
 
 
 def save_figure(fig, path: str | Path, dpi: int) -> Path:
-    """A PNG written atomically (bionas.rundir.atomic_write): a killed run leaves no half-written plot."""
-    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    """A figure written atomically (bionas.rundir.atomic_write): a killed run leaves no half-written plot.
+    The format follows the target's suffix (the temp file's is .tmp)."""
+    path = Path(path)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
 
 
 def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
