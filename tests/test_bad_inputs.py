@@ -358,6 +358,7 @@ def runs(tmp_path_factory):
         spec = {"name": name, "dataset": dataset, "genotype": str(root / "elsewhere.json"),
                 "retrain": {"epochs": 1, "channels": 4, "cells": 2, "auxiliary": False}}
         (run_dir / "resolved_spec.json").write_text(json.dumps(spec))
+        (run_dir / "provenance.json").write_text(json.dumps({"python": "3", "torch": "2", "bionas": "0"}))
         made[name] = run_dir
     return made
 
@@ -406,6 +407,14 @@ def test_attack_neighbours_pass(runs, tmp_path):
         assert_passes(invoke("attack", good, "--attack", "fgsm", "--points", "10", "--out", tmp_path, *extra))
     assert_passes(invoke("attack", runs["digits"], "--attack", "onepixel", "--points", "5", "--out", tmp_path))
     assert json.loads((tmp_path / "robustness.json").read_text())["rows"]
+
+
+def test_analyze_neighbours_pass(runs):
+    """The good neighbours of the analyze cases: the data location named, two batches."""
+    small = ["--batches", "2", "--batch-size", "4", "--device", "cpu"]
+    assert_passes(invoke("analyze", "gradvar", runs["good"], "--data-root", runs["root"] / "good-data", *small))
+    assert_passes(invoke("analyze", "gradvar", runs["digits"], *small))
+    assert (runs["digits"] / "analysis" / "gradvar.json").exists()
 
 
 # -- plugin loading --------------------------------------------------------------------------------
