@@ -14,8 +14,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+# torchattacks, the tests' reference implementation of the attacks, pins requests ~=2.25, which it
+# never imports and which would pull the HTTP stack back by years: installed without dependencies
+# (the ones it imports, torch, torchvision, numpy and scipy, are installed already).
+TORCHATTACKS := torchattacks==3.5.1
+
+$(VENV)/.installed-dev: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps '$(TORCHATTACKS)'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

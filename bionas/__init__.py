@@ -4,7 +4,8 @@ The public API. Plugin authors need `hookimpl`, the base classes, `PluginOptions
 the helpers of their kind (`with_rule`, `ReLUFirst`, `FactorizedReduce` for ops;
 `Fractional` for budgets; `EpochSearch`, `SearchRun`, `WeightTrainingOptions`,
 `weight_step`, `optimizer_step` for search strategies; `Runtime`); users need
-`list_plugins`, the `get_*` verbs, `convert`, `exact_gradients`, `load_spec` and `run`.
+`list_plugins`, the `get_*` verbs, `convert`, `exact_gradients`, `load_spec`, `run` and
+`run_study`.
 
 The imports below follow the layers of docs/architecture.md, lowest first.
 """
@@ -19,10 +20,12 @@ from bionas.ops import FactorizedReduce, Operation, ReLUFirst, with_rule
 from bionas.data import Dataset, DatasetInfo
 from bionas.attacks import Attack
 from bionas.search import SearchData, SearchResult, SearchStrategy
+from bionas.tracking import Logger, LogRun
 from bionas.registry import (
     PluginInfo,
     get_attack,
     get_dataset,
+    get_logger,
     get_op,
     get_rule,
     get_search,
@@ -32,7 +35,7 @@ from bionas.registry import (
 from bionas.spec import load_spec
 from bionas.conversion import convert
 from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, optimizer_step, weight_step
-from bionas.pipeline import RunResult, run
+from bionas.pipeline import RunResult, run, run_study
 
 __all__ = [
     "__version__",
@@ -43,6 +46,8 @@ __all__ = [
     "SearchStrategy",
     "Dataset",
     "Attack",
+    "Logger",
+    "LogRun",
     "PluginOptions",
     "PluginInfo",
     "DatasetInfo",
@@ -66,6 +71,7 @@ __all__ = [
     "get_search",
     "get_dataset",
     "get_attack",
+    "get_logger",
     "convert",
     "exact_gradients",
     "alignment",
@@ -75,5 +81,6 @@ __all__ = [
     "DataError",
     "load_spec",
     "run",
+    "run_study",
     "RunResult",
 ]

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -27,9 +28,10 @@ from bionas.analysis.study import (
     random_rules_markdown,
 )
 from bionas.distributed import world_from_env
-from bionas.errors import BionasError
-from bionas.pipeline import print_summary
+from bionas.errors import BionasError, UsageError
+from bionas.pipeline import print_study_summary, print_summary, run_study, write_study
 from bionas.pipeline import run as run_pipeline
+from bionas.pipeline.study import parse_seeds, parse_shard
 from bionas.registry import KINDS, get_registry
 from bionas.spec import load_spec, spec_json_schema
 from bionas.training import resolve_device
@@ -40,11 +42,12 @@ err_console = Console(stderr=True)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def fail(error: BionasError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+    # Escaped: a message may hold brackets (pip install 'bionas[mlflow]') that rich would take for markup.
+    err_console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
     return typer.Exit(error.exit_code)
 
 
@@ -77,6 +80,12 @@ def data_access(data_root: Optional[Path], trust_run_data: bool) -> robustness.D
     if data_root is not None and trust_run_data:
         raise BionasError("give --data-root or --trust-run-data, not both")
     return robustness.DataAccess(root=data_root, trust=trust_run_data)
+Seeds = Annotated[Optional[str], typer.Option(
+    "--seeds", help="A study: the pipeline once per seed (e.g. 0,1,2), in seed-N/ of the run directory, then "
+    "study.md with mean ± std. Replaces the spec's seed and seeds.")]
+Shard = Annotated[Optional[str], typer.Option(
+    "--shard", help="i/n: as job i of n, run only the seeds at positions i, i+n, i+2n, ... of the study's list "
+    "(i from 0).")]
 
 
 class GradientSource(str, Enum):
@@ -143,23 +152,37 @@ def schema() -> None:
     typer.echo(json.dumps(spec_json_schema(), indent=2))
 
 
-def _run_stages(spec: Path, out, resume: bool, device, quiet: bool, stages=None, overrides=None) -> None:
+def _run_stages(spec: Path, out, resume: bool, device, quiet: bool, stages=None, overrides=None, seeds=None,
+                shard=None) -> None:
     overrides = {**(overrides or {}), **({"device": device} if device else {})}
-    result = run_pipeline(load_spec(spec, overrides=overrides), out, resume=resume, quiet=quiet, stages=stages)
-    if world_from_env().is_main:  # under torchrun, rank 0 reports
-        print_summary(result, console)
+    if seeds is not None:
+        listed = parse_seeds(seeds)
+        overrides.update(seeds=listed, seed=listed[0])
+    shard = parse_shard(shard) if shard is not None else None
+    loaded = load_spec(spec, overrides=overrides)
+    main = world_from_env().is_main  # under torchrun, rank 0 reports
+    if loaded.seeds is None:
+        if shard is not None:
+            raise UsageError("--shard splits the seeds of a study: give --seeds, or seeds in the spec")
+        result = run_pipeline(loaded, out, resume=resume, quiet=quiet, stages=stages)
+        if main:
+            print_summary(result, console)
+        return
+    aggregate = run_study(loaded, out, resume=resume, quiet=quiet, stages=stages, shard=shard)
+    if main:
+        print_study_summary(aggregate, console)
 
 
 def run(spec: SpecFile, out: OutDir = None, resume: Resume = False, device: SpecDevice = None,
-        quiet: Quiet = False) -> None:
-    """Run a spec: search -> genotype -> retrain -> test -> attacks -> report."""
-    _run_stages(spec, out, resume, device, quiet)
+        quiet: Quiet = False, seeds: Seeds = None, shard: Shard = None) -> None:
+    """Run a spec: search -> genotype -> retrain -> test -> attacks -> report (once per seed for a study)."""
+    _run_stages(spec, out, resume, device, quiet, seeds=seeds, shard=shard)
 
 
 def search(spec: SpecFile, out: OutDir = None, resume: Resume = False, device: SpecDevice = None,
-           quiet: Quiet = False) -> None:
+           quiet: Quiet = False, seeds: Seeds = None, shard: Shard = None) -> None:
     """Run only the search stage of a spec; writes genotype.json."""
-    _run_stages(spec, out, resume, device, quiet, stages=["search"])
+    _run_stages(spec, out, resume, device, quiet, stages=["search"], seeds=seeds, shard=shard)
 
 
 def train(
@@ -171,10 +194,19 @@ def train(
     resume: Resume = False,
     device: SpecDevice = None,
     quiet: Quiet = False,
+    seeds: Seeds = None,
+    shard: Shard = None,
 ) -> None:
     """Retrain a genotype by the spec's recipe, then test it (and attack it, if the spec says so)."""
     overrides = {"genotype": str(genotype), "search": None} if genotype else None
-    _run_stages(spec, out, resume, device, quiet, stages=["retrain", "attacks"], overrides=overrides)
+    _run_stages(spec, out, resume, device, quiet, stages=["retrain", "attacks"], overrides=overrides, seeds=seeds,
+                shard=shard)
+
+
+def study(run_dir: Annotated[Path, typer.Argument(help="Directory of a study (the one holding seed-N/).")]) -> None:
+    """Rebuild study.json, study.md and study.png from the seed directories that exist (missing or unfinished
+    seeds are listed)."""
+    print_study_summary(write_study(run_dir), console)
 
 
 def attack(
@@ -317,7 +349,7 @@ def build_app() -> typer.Typer:
     plugins_app = typer.Typer(help="Inspect the installed plugins.", no_args_is_help=True)
     plugins_app.command("list")(plugins_list)
     app.add_typer(plugins_app, name="plugins")
-    for command in (validate, schema, run, search, train, attack):
+    for command in (validate, schema, run, search, train, study, attack):
         app.command()(command)
     analyze_app = typer.Typer(help="The paper's studies on a finished run directory.", no_args_is_help=True)
     analyze_app.command("gradvar")(analyze_gradvar)

@@ -23,6 +23,12 @@ class SpecError(BionasError):
         super().__init__(head + ":\n" + "\n".join(f"  {e}" for e in self.errors))
 
 
+class UsageError(BionasError):
+    """A command-line option with a value the command cannot use (`--seeds 0,x`); exit code 2 like a bad spec."""
+
+    exit_code = 2
+
+
 class PluginError(BionasError):
     """A plugin that cannot be used: unknown, ambiguous, broken or malformed."""
 

@@ -68,6 +68,15 @@ def bionas_register_attacks(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def bionas_register_loggers(register: Callable[[type], None]) -> None:
+    """Register experiment loggers: `register(MyLogger)` with MyLogger a `bionas.Logger` subclass.
+
+    A logger receives a run's records, parameters and output files on rank 0
+    (metrics.jsonl, TensorBoard, MLflow).
+    """
+
+
+@hookspec
 def bionas_register_commands(app) -> None:
     """Add CLI commands to `app`, the root `typer.Typer` of the `bionas` command.
 

@@ -36,6 +36,7 @@ from bionas.ops import Operation
 from bionas.plugin import Plugin, check_plugin_class
 from bionas.rules.base import LearningRule
 from bionas.search.base import SearchStrategy
+from bionas.tracking import Logger
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -60,6 +61,7 @@ KINDS: dict[str, Kind] = {
         Kind("search", "search strategy", "search strategies", "bionas_register_search_strategies", SearchStrategy),
         Kind("dataset", "dataset", "datasets", "bionas_register_datasets", Dataset),
         Kind("attack", "attack", "attacks", "bionas_register_attacks", Attack),
+        Kind("logger", "logger", "loggers", "bionas_register_loggers", Logger),
     )
 }
 
@@ -324,7 +326,7 @@ def reset() -> None:
 
 
 def list_plugins(kind: str | None = None) -> list[PluginInfo]:
-    """Every registered plugin, or those of one kind (rule, op, search, dataset, attack)."""
+    """Every registered plugin, or those of one kind (rule, op, search, dataset, attack, logger)."""
     return get_registry().list(kind)
 
 
@@ -351,3 +353,8 @@ def get_dataset(name: str, **options: Any) -> Dataset:
 def get_attack(name: str, **options: Any) -> Attack:
     """The attack `name`, made with `options`."""
     return get_registry().create("attack", name, **options)
+
+
+def get_logger(name: str, **options: Any) -> Logger:
+    """The experiment logger `name`, made with `options`."""
+    return get_registry().create("logger", name, **options)

@@ -1,7 +1,7 @@
 """The run spec: pydantic models, two-phase validation, and the JSON schema.
 
 Phase 1 validates the skeleton (sections, types, ranges). Phase 2 resolves
-every plugin a spec names (dataset, rules, ops, search, attacks) through the
+every plugin a spec names (dataset, rules, ops, search, attacks, loggers) through the
 registry and validates its options against that plugin's `Options`, so errors
 carry their full path: `search.options.epochs: Input should be greater than 0`.
 The resolved spec holds each plugin's options with every default filled in.
@@ -323,6 +323,13 @@ class Spec(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; also names the run directory.")
     seed: int = Field(default=0, ge=0, description="Seed of every random choice of the run.")
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="A study: the run once per seed (distinct integers >= 0), each in seed-N/ of the run "
+        "directory, and their mean ± sample std (docs/studies.md). seed may then be left out (it becomes the first "
+        "of seeds) or must be one of them.",
+    )
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
     dataset: PluginRef = Field(description="The data set plugin and its options.")
     # A default of {} (not SpaceSpec()) is validated in place, so its errors carry the path space.*.
@@ -337,6 +344,44 @@ class Spec(Section):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Test and attack stage.")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Speed settings.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Outputs.")
+    loggers: list[PluginRef] = Field(
+        default_factory=list,
+        description="Experiment loggers besides metrics.jsonl (jsonl, always on): tensorboard, mlflow, or a "
+        "plugin's; each with its options (docs/tracking.md).",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_once(cls, loggers: list[PluginRef]) -> list[PluginRef]:
+        _raise_item_errors([(i, f"logger '{r.name}' is listed twice") for i, r in enumerate(loggers)
+                            if r.name in [earlier.name for earlier in loggers[:i]]])
+        return loggers
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_once(cls, seeds: list[int] | None) -> list[int] | None:
+        _raise_item_errors([(i, f"seed {seed} is listed twice") for i, seed in enumerate(seeds or [])
+                            if seed in seeds[:i]])
+        return seeds
+
+    @model_validator(mode="after")
+    def _seed_among_seeds(self) -> Spec:
+        """A study's `seed` is one of its seeds: given, it must be listed; left out, it is the first."""
+        if self.seeds is None:
+            return self
+        if "seed" not in self.model_fields_set:
+            self.seed = self.seeds[0]
+        elif self.seed not in self.seeds:
+            message = (f"{self.seed} is not one of seeds ({', '.join(map(str, self.seeds))}): in a study, leave "
+                       "seed out or make it one of the seeds")
+            details = [InitErrorDetails(type=PydanticCustomError("seed_not_in_seeds", message), loc=("seed",),
+                                        input=self.seed)]
+            raise ValidationError.from_exception_data("Spec", details)
+        return self
+
+    def for_seed(self, seed: int) -> Spec:
+        """The single run of a study with this seed (`seeds` cleared)."""
+        return self.model_copy(update={"seed": seed, "seeds": None}, deep=True)
 
     def stage_errors(self) -> list[str]:
         """What makes the stages of this spec not fit together."""
@@ -358,6 +403,8 @@ class Spec(Section):
             yield "search", "search", self.search
         for i, attack in enumerate(self.evaluation.attacks):
             yield f"evaluation.attacks[{i}]", "attack", attack
+        for i, logger in enumerate(self.loggers):
+            yield f"loggers[{i}]", "logger", logger
 
     def run_dir(self) -> Path:
         return Path(self.output.dir.replace("{name}", self.name))
@@ -461,6 +508,8 @@ def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
             continue
         if kind == "search":
             search_cls = cls
+        if kind == "logger" and (missing := cls.unavailable()):  # before the run, not when it first logs
+            errors.append(f"{path}.name: {missing}")
         try:
             options = cls.Options.model_validate(ref.options)
         except ValidationError as err:
@@ -627,6 +676,7 @@ def spec_model(registry: Registry | None = None) -> type[Spec]:
         dataset=(_plugin_union(registry, "dataset", PluginRef), Spec.model_fields["dataset"]),
         space=(space, Field(default_factory=space, description=Spec.model_fields["space"].description)),
         search=(_plugin_union(registry, "search", SearchSpec) | None, Spec.model_fields["search"]),
+        loggers=(list[_plugin_union(registry, "logger", PluginRef)], Spec.model_fields["loggers"]),
         evaluation=(
             evaluation,
             Field(default_factory=evaluation, description=Spec.model_fields["evaluation"].description),

@@ -142,7 +142,8 @@ def test_seeds_make_results_repeatable(trained, digits, name, options):
     assert not torch.equal(first, attack.run(trained, x, y, seed=4).adversarial)
 
 
-def test_square_spends_no_query_on_an_unchanged_image():
+@pytest.mark.parametrize("channels", [1, 3])
+def test_square_spends_no_query_on_an_unchanged_image(channels):
     # Black images under a model that is never fooled: no candidate is ever kept, so the best stays
     # the first query. A window of -eps on black pixels leaves the image unchanged: it must be redrawn.
     class NeverFooled(nn.Module):
@@ -155,11 +156,72 @@ def test_square_spends_no_query_on_an_unchanged_image():
             return torch.eye(10)[torch.zeros(len(x), dtype=torch.long)] * 5  # class 0, margin 5
 
     model = NeverFooled()
-    x, y = torch.zeros(8, 1, 12, 12), torch.zeros(8, dtype=torch.long)
+    x, y = torch.zeros(8, channels, 12, 12), torch.zeros(8, dtype=torch.long)
     result = bionas.get_attack("square", eps=0.1, queries=60).run(model, x, y)
     first, later = model.queries[0], torch.stack(model.queries[1:])
     assert len(later) == 59 and result.work.tolist() == [60.0] * 8
     assert (later != first).flatten(2).any(2).all()  # every query differs from the best image
+    model.queries.clear()  # AutoAttack's Square spends queries on such windows
+    bionas.get_attack("square", eps=0.1, queries=60, redraw=False).run(model, x, y)
+    first, later = model.queries[0], torch.stack(model.queries[1:])
+    assert not (later != first).flatten(2).any(2).all()
+
+
+def test_square_draws_window_signs_uniformly_among_those_that_change_it():
+    """The redraw of the paper's code, done without a loop: uniform over the sign choices that change
+    the window, counted against an enumeration of all 2^C choices."""
+    from bionas_attacks.square import signs_that_change
+
+    # Per channel: which of +eps / -eps leaves its (1 x 1) window unchanged.
+    patterns = [
+        [(True, False), (False, True), (True, False)],  # only (+, -, +) changes nothing: 7 choices left
+        [(False, False)] * 3,  # every choice changes it: 8
+        [(True, True), (True, True), (True, False)],  # the last channel must go to -eps: 4
+        [(True, True), (True, False), (False, False)],  # the last channel always changes it: 8
+        [(True, True)] * 3,  # nothing can change it (eps 0): a uniform draw of all 8
+    ]
+    draws = 4000
+    still = torch.tensor(patterns).repeat(draws, 1, 1)  # m x C x (up, down)
+    old = torch.full((len(still), 3, 1, 1), 0.5)
+    raised = torch.where(still[..., 0, None, None], old, old + 0.1)
+    lowered = torch.where(still[..., 1, None, None], old, old - 0.1)
+    plus = signs_that_change(raised, lowered, old, torch.Generator().manual_seed(0))
+    choice = (plus.long() * torch.tensor([4, 2, 1])).sum(1).view(draws, len(patterns))
+    for k, pattern in enumerate(patterns):
+        frequencies = torch.bincount(choice[:, k], minlength=8).float() / draws
+        allowed = []
+        for index in range(8):
+            signs = [(index >> (2 - j)) & 1 for j in range(3)]  # 1: +eps
+            unchanged = all(pattern[j][0] if s else pattern[j][1] for j, s in enumerate(signs))
+            allowed.append(not unchanged)
+        expected = torch.tensor(allowed, dtype=torch.float) if any(allowed) else torch.ones(8)
+        expected /= expected.sum()
+        assert (frequencies - expected).abs().max() < 0.025, (pattern, frequencies, expected)
+
+    one = torch.tensor([[(True, False)], [(False, True)], [(False, False)], [(True, True)]]).repeat(draws, 1, 1)
+    old = torch.full((len(one), 1, 1, 1), 0.5)
+    plus = signs_that_change(
+        torch.where(one[..., 0, None, None], old, old + 0.1),
+        torch.where(one[..., 1, None, None], old, old - 0.1),
+        old,
+        torch.Generator().manual_seed(1),
+    ).view(draws, 4).float().mean(0)
+    assert plus[0] == 0 and plus[1] == 1 and (plus[2:] - 0.5).abs().max() < 0.03
+
+
+@pytest.mark.parametrize("name, options", [("square", {"eps": 0.1, "queries": 100}), ("onepixel", {})])
+def test_black_box_work_counts_every_image_the_model_was_asked_about(trained, digits, name, options):
+    x, y = digits[2][:40], digits[3][:40]
+    asked = []
+    model = nn.Sequential(trained)
+    model.register_forward_hook(lambda module, inputs, output: asked.append(len(inputs[0])))
+    attack = small(name, **options)
+    result = attack.run(model, x, y)
+    budget = 100 if name == "square" else 20 * (3 + 1)  # onepixel: population x (initial + generations)
+    fooled = trained(result.adversarial).argmax(1) != y
+    assert sum(asked) == result.work.sum() and (result.work <= budget).all()
+    assert fooled.any() and (result.work[fooled] < budget).any()  # fooled images stop early
+    assert (result.work[~fooled] == budget).all()  # the others spend the whole budget
 
 
 def test_eps_accepts_fractions_and_threat_models_are_labelled():
@@ -195,6 +257,19 @@ def test_onepixel_population_is_evaluated_as_big_batches(trained, digits, monkey
     model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
     bionas.get_attack("onepixel", population=50, generations=2, chunk=10_000)(model, x, y)
     assert calls[0] == 10 * 50 and len(calls) <= 3
+
+
+def test_onepixel_sizes_its_chunk_by_the_model_activations(trained, digits):
+    """By default the first pass (32 images) measures the bytes of every module's output per image;
+    the chunk then holds 16 MiB of them."""
+    x, y = digits[2][:10], digits[3][:10]
+    calls = []
+    model = nn.Sequential(trained)  # modules: this, trained, flatten, linear 64, relu, linear 10
+    model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    bionas.get_attack("onepixel", population=300, generations=0)(model, x, y)
+    per_image = 4 * (784 + 10 + 10 + 784 + 64 + 64 + 10)  # the input, then each module's output
+    chunk = 16 * 2**20 // per_image
+    assert calls == [32, chunk, 3000 - 32 - chunk]
 
 
 def test_apgd_is_at_least_as_strong_as_pgd_at_equal_steps(trained, digits):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -28,6 +29,7 @@ def test_two_process_search_and_retrain_write_one_run_with_ranks_in_step(tmp_pat
         "evaluation": {"points": 40, "attacks": [{"name": "fgsm", "eps": [0.1]},
                                                  {"name": "transfer", "options": {"attack": "fgsm"}, "eps": [0.1]}]},
         "output": {"dir": str(tmp_path / "run")},
+        "loggers": ["tensorboard"],  # rank 0 alone logs
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     # --standalone: a free rendezvous port, so that two launches at once don't collide.
@@ -44,6 +46,11 @@ def test_two_process_search_and_retrain_write_one_run_with_ranks_in_step(tmp_pat
         losses = [r["train_loss"] for r in records if r["stage"] == stage]
         assert len(losses) == 3 and losses[-1] < losses[0], (stage, losses)  # one record per epoch, falling
     assert json.loads((tmp_path / "run" / "provenance.json").read_text())["world_size"] == 2
+    for stage in ("search", "retrain", "surrogate"):  # one writer (rank 0's), one point per epoch
+        [events] = (tmp_path / "run" / "tensorboard" / stage).glob("events.out.tfevents.*")
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        assert [e.step for e in accumulator.Scalars("train_loss")] == [0, 1, 2]
     assert (tmp_path / "run" / "model.safetensors").exists() and (tmp_path / "run" / "surrogate.safetensors").exists()
     robustness = json.loads((tmp_path / "run" / "robustness.json").read_text())
     assert [row["attack"] for row in robustness["rows"]] == ["fgsm", "transfer (fgsm)"]

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "bionas.seeds", "bionas.fractions", "bionas.checkpoint", "bionas.rundir", "bionas.plots",
                     "bionas.training", "bionas.distributed")),
     ("contracts", ("bionas.rules", "bionas.ops", "bionas.data", "bionas.attacks", "bionas.search",
-                   "bionas.search.base")),
+                   "bionas.search.base", "bionas.tracking")),
     ("registry", ("bionas.registry",)),
     ("spec", ("bionas.spec",)),
     ("models", ("bionas.space", "bionas.conversion")),

@@ -99,7 +99,7 @@ def test_a_malformed_fraction_is_an_error(toy_plugins):
     assert errors_of(spec) == ["evaluation.attacks[0].eps[0]: expected a number or a fraction like 8/255, got '8//255'"]
 
 
-FIRST_PARTY = "bionas_rules,bionas_ops,bionas_search,bionas_datasets,bionas_attacks"
+FIRST_PARTY = "bionas_rules,bionas_ops,bionas_search,bionas_datasets,bionas_attacks,bionas_loggers"
 
 
 def test_schema_includes_each_plugin_options_keyed_by_name(monkeypatch, toy_plugins):

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from bionas.analysis.aggregate import STD_NOTE, Spread, plot_spreads, spread
 from bionas.analysis.alignment import alignment_series, plot_alignment
 from bionas.analysis.gradvar import layer_moments, summarise
 from bionas.checkpoint import Checkpointer
@@ -190,12 +191,13 @@ def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = No
 def finish_random_rules(run: RunContext, results: dict[str, Any]) -> None:
     randoms = [r["test_accuracy"] for r in results["rows"] if r["assignment"] != "searched"]
     searched = next(r for r in results["rows"] if r["assignment"] == "searched")
+    summary = spread(randoms)
     results["summary"] = {
         "searched_test_accuracy": searched["test_accuracy"],
-        "random_mean": statistics.fmean(randoms) if randoms else None,
-        "random_std": statistics.stdev(randoms) if len(randoms) > 1 else None,
-        "random_min": min(randoms, default=None),
-        "random_max": max(randoms, default=None),
+        "random_mean": summary.mean,
+        "random_std": summary.std,  # sample standard deviation, as every spread of bionas
+        "random_min": summary.min,
+        "random_max": summary.max,
         "searched_beats": sum(a < searched["test_accuracy"] for a in randoms),
     }
     plot_random_rules(results, run.dir.path("analysis/random-rules.png"))
@@ -213,25 +215,18 @@ def random_rules_markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {row['assignment']} | {rules} | {row['val_accuracy']:.2%} | "
                      f"{row['test_accuracy']:.2%} |")
     if s["random_mean"] is not None:
-        spread = f" ± {s['random_std']:.2%}" if s["random_std"] is not None else ""
-        lines += ["", f"Random assignments: test accuracy {s['random_mean']:.2%}{spread} (min {s['random_min']:.2%}, "
-                  f"max {s['random_max']:.2%}); the searched assignment: {s['searched_test_accuracy']:.2%}, above "
-                  f"{s['searched_beats']} of {results['samples']}."]
+        randoms = Spread(results["samples"], s["random_mean"], s["random_std"], s["random_min"], s["random_max"])
+        lines += ["", f"Random assignments: test accuracy {randoms.text()} (min {s['random_min']:.2%}, "
+                  f"max {s['random_max']:.2%}; {STD_NOTE}); the searched assignment: "
+                  f"{s['searched_test_accuracy']:.2%}, above {s['searched_beats']} of {results['samples']}."]
     return "\n".join(lines + ["", "![random rules](analysis/random-rules.png)", ""])
 
 
 def plot_random_rules(results: dict[str, Any], path: Path) -> Path:
-    randoms = [r["test_accuracy"] * 100 for r in results["rows"] if r["assignment"] != "searched"]
-    searched = next(r["test_accuracy"] * 100 for r in results["rows"] if r["assignment"] == "searched")
-    fig, axes = figure(size=(6, 3.5))
-    ax = axes[0, 0]
-    ax.scatter(randoms, [0] * len(randoms), alpha=0.7, label="random rule assignments")
-    ax.axvline(searched, color="red", linewidth=2, label="searched assignment")
-    ax.set_yticks([])
-    ax.set_xlabel("test accuracy (%)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return save(fig, path)
+    randoms = [r["test_accuracy"] for r in results["rows"] if r["assignment"] != "searched"]
+    searched = next(r["test_accuracy"] for r in results["rows"] if r["assignment"] == "searched")
+    return plot_spreads({"random rule assignments": randoms}, path, "test accuracy (%)",
+                        lines={"searched assignment": searched})
 
 
 # -- alignment -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Stage bookkeeping: which stages of a run directory finished, for which spec; checkpoints; metrics.
+"""Stage bookkeeping: which stages of a run directory finished, for which spec; checkpoints; the loggers.
 
 Each stage checkpoints as it goes and records in stages.json that it finished,
 with the hash of the part of the spec it depends on (STAGE_FIELDS), with inputs
@@ -17,6 +17,7 @@ from bionas.data import Dataset
 from bionas.errors import BionasError
 from bionas.rundir import RunDir, read_json, write_json
 from bionas.space import Genotype
+from bionas.tracking import Loggers
 
 # The spec fields each stage depends on: a finished stage is trusted on resume only when they are unchanged.
 STAGE_FIELDS = {
@@ -60,12 +61,13 @@ class StageBook:
     """What one run directory records about its stages. Rank 0 (`main`) alone writes."""
 
     def __init__(self, run_dir: RunDir, spec_dict: dict[str, Any], versions: dict[str, Any], main: bool,
-                 identity_dict: dict[str, Any] | None = None):
+                 loggers: Loggers | None = None, identity_dict: dict[str, Any] | None = None):
         self.dir = run_dir
         self.spec_dict = spec_dict  # what resolved_spec.json holds
         self.identity_dict = identity_dict or spec_dict  # what stages are identified by (content_identity)
         self.versions = versions  # stored in every checkpoint's metadata
         self.main = main
+        self.loggers = loggers if loggers is not None else Loggers()  # metrics.jsonl is the jsonl logger's
 
     def record(self, stage: str) -> dict[str, Any] | None:
         path = self.dir.path("stages.json")
@@ -98,22 +100,21 @@ class StageBook:
         return [stage for stage in STAGE_FIELDS if self.record(stage)]
 
     def checkpointer(self, stage: str) -> Checkpointer:
-        """The stage's checkpoint, about to be resumed from or written: on rank 0 the metrics a killed run
-        wrote after it are dropped (the resumed stage writes them again); other ranks only read it."""
+        """The stage's checkpoint, about to be resumed from or written: on rank 0 the loggers rewind to it
+        (metrics.jsonl drops what a killed run wrote after it; the resumed stage writes it again); other
+        ranks only read it."""
         checkpoint = Checkpointer(self.dir.checkpoint(stage), stage, stage_identity(self.identity_dict, stage),
                                   self.versions)
         if not self.main:
             return checkpoint.reader()
-        self.resume_log(stage, checkpoint)
+        self.rewind(stage, load_metadata(checkpoint.path)["epoch"] if checkpoint.exists() else None)
         return checkpoint
 
-    def resume_log(self, stage: str, checkpoint: Checkpointer) -> None:
-        """Drop metrics a killed run wrote after its last checkpoint: the resumed stage writes them again."""
-        if not checkpoint.exists():
-            self.dir.metrics.truncate(stage)
-            return
-        self.dir.metrics.truncate(stage, after_epoch=load_metadata(checkpoint.path)["epoch"])
+    def rewind(self, stage: str, after_epoch: int | None = None) -> None:
+        """`stage` logs its records after `after_epoch` (None: all) again."""
+        if self.main:
+            self.loggers.rewind(stage, after_epoch)
 
     def log(self, record: dict[str, Any]) -> None:
         if self.main:
-            self.dir.metrics.append(record)
+            self.loggers.log(record)

@@ -26,7 +26,7 @@ class AccuracyStage:
                              num_workers=runtime.workers)
         loss, accuracy = evaluate_accuracy(model, loader, runtime.device, runtime.amp)
         result.test_accuracy = accuracy
-        context.book.dir.metrics.truncate("test")  # a resumed run tests again: one record
+        context.book.rewind("test")  # a resumed run tests again: one record
         context.book.log({"stage": "test", "test_loss": loss, "test_accuracy": accuracy,
                           "best_epoch": result.best_epoch})
         context.console.print(f"test: accuracy {accuracy:.2%} (network of epoch {result.best_epoch + 1}, "

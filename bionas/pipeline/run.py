@@ -16,12 +16,14 @@ import torch
 from rich.console import Console
 
 from bionas import distributed
+from bionas.errors import BionasError
 from bionas.pipeline.book import StageBook, content_identity
 from bionas.pipeline.context import StageContext
 from bionas.pipeline.evaluate_stage import AccuracyStage, AttackStage
 from bionas.pipeline.report import refresh_report
 from bionas.pipeline.result import Interrupted, RunResult
 from bionas.pipeline.search_stage import SearchStage, given_genotype, read_given_genotype
+from bionas.pipeline.tracking import output_files, run_loggers
 from bionas.pipeline.train_stage import TrainStage
 from bionas.plots import training_curves
 from bionas.registry import get_attack, get_dataset, get_registry
@@ -29,6 +31,7 @@ from bionas.runtime import Runtime
 from bionas.rundir import RunDir, provenance, write_json
 from bionas.space import with_backprop
 from bionas.spec import Spec, default_fixed_rule, load_spec
+from bionas.tracking import LogRun
 from bionas.training import seed_everything
 
 
@@ -57,7 +60,9 @@ class Pipeline:
         self.dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
         self.given = read_given_genotype(spec) if spec.search is None else None
         identity = content_identity(spec.to_dict(), self.given, self.dataset)
-        self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, identity_dict=identity)
+        self.loggers = run_loggers(spec, world.is_main, self.warn)
+        self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, loggers=self.loggers,
+                              identity_dict=identity)
         self.runtime = Runtime(device=device, amp=spec.runtime.amp, compile=spec.runtime.compile,
                                channels_last=device.type == "cuda" and spec.runtime.channels_last,
                                rank=world.rank, world_size=world.world_size, workers=spec.runtime.workers,
@@ -94,6 +99,11 @@ class Pipeline:
         if main:  # on resume, each stage checks the part of the spec it depends on (StageBook.finished)
             write_json(self.dir.path("resolved_spec.json"), self.book.spec_dict)
             write_json(self.dir.path("provenance.json"), self.provenance)
+        with self.loggers.session(LogRun(self.dir.root, spec.name, self.book.spec_dict, self.resume)):
+            return self.run_stages()
+
+    def run_stages(self) -> RunResult:
+        spec, main = self.spec, self.runtime.is_main
         seed_everything(spec.seed)
         context = StageContext(spec, self.book, self.runtime, self.dataset, self.console, self.result)
         self.console.print(f"[bold]bionas[/bold] run '{spec.name}' in {self.dir.root} on {self.runtime.device}")
@@ -119,7 +129,7 @@ class Pipeline:
         return self.result
 
     def write_outputs(self) -> None:
-        """results.json, the genotype and training plots, report.md."""
+        """results.json, the genotype and training plots, report.md; then the loggers get the files."""
         self.result.stages = self.book.finished_stages()
         write_json(self.dir.path("results.json"), self.result.summary())
         if self.spec.output.plots and self.result.genotype is not None:
@@ -127,6 +137,10 @@ class Pipeline:
         if self.spec.output.plots and self.result.best_epoch is not None:  # last: every training stage logged
             training_curves(self.dir.metrics.records(), self.dir.path("training.png"))
         refresh_report(self.dir.root)
+        self.loggers.log_files(output_files(self.dir))
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
 
 
 def run(
@@ -142,13 +156,22 @@ def run(
     which also tests and attacks); `resume` continues an interrupted run.
     """
     spec = load_spec(spec)
+    if spec.seeds is not None:
+        raise BionasError(f"the spec lists seeds ({', '.join(map(str, spec.seeds))}): that is a study, one run per "
+                          "seed; run it with bionas.run_study (or `bionas run`)")
     pipeline = Pipeline(spec, Path(out_dir) if out_dir else spec.run_dir(), resume, quiet, stages)
+    try:
+        return execute(pipeline, f"bionas run SPEC --resume --out {pipeline.dir.root}")
+    finally:
+        distributed.shutdown()
+
+
+def execute(pipeline: Pipeline, resume_command: str) -> RunResult:
+    """Run the pipeline; Ctrl-C becomes Interrupted with where the run is kept and how to continue it."""
     try:
         return pipeline.execute()
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted. Finished stages and the last epoch checkpoint are kept in {pipeline.dir.root}; "
-            f"continue with: bionas run SPEC --resume --out {pipeline.dir.root}"
+            f"continue with: {resume_command}"
         ) from None
-    finally:
-        distributed.shutdown()

@@ -1,4 +1,4 @@
-"""The table `bionas run` ends with."""
+"""The table `bionas run` ends with, and that of a study."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bionas.pipeline.result import RunResult
+from bionas.pipeline.study_report import status_lines, study_table
 
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:
@@ -26,3 +27,17 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
             table.add_row(label, f"robust {row.robust_accuracy:.2%} / clean {row.clean_accuracy:.2%}")
     table.add_row("run directory", str(result.run_dir))
     console.print(table)
+
+
+def print_study_summary(aggregate: dict, console: Console | None = None) -> None:
+    """A study's table (each finished seed, then mean ± sample std), which seeds are not done, where it is."""
+    console = console or Console()
+    header, rows = study_table(aggregate)
+    if rows:
+        table = Table(*header, title=f"bionas study '{aggregate['name']}'")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    for line in status_lines(aggregate):
+        console.print(line, highlight=False)
+    console.print(f"study: {aggregate['dir']}/study.md (± is the sample standard deviation)", highlight=False)

@@ -8,7 +8,11 @@ image stops as soon as any candidate fools the model.
 Everything is batched: the population of every image still being attacked is
 one tensor, and its fitness is computed as batches of perturbed images
 (`chunk` images per forward pass) with no Python loop over images or
-candidates.
+candidates. The best chunk depends on the model: an MLP runs fastest on a few
+thousand images per pass, a CNN, whose activations per image are far larger, on
+about a hundred (benchmarks/attacks.py --chunks). So by default, on the CPU, the
+first pass measures the model's activations per image (forward hooks) and the
+chunk holds ACTIVATION_BYTES of them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,12 @@ from pydantic import Field
 
 import bionas
 from bionas.attacks import AttackError
+
+# Activations per forward pass on the CPU when `chunk` is not given: about the size of a last-level
+# cache, measured best for an MLP and a CNN (docs/attacks.md).
+ACTIVATION_BYTES = 16 * 2**20
+PROBE = 32  # images in the measured first pass
+MIN_CHUNK, MAX_CHUNK = 16, 8192  # MAX_CHUNK is also the chunk on other devices (not measured there)
 
 
 def distinct_others(rows: int, population: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -55,8 +65,11 @@ class OnePixel(bionas.Attack):
         mutation: float = Field(
             default=0.5, gt=0, le=2, description="Differential weight F of DE/rand/1 (Su et al.: 0.5)."
         )
-        chunk: int = Field(
-            default=8192, ge=1, description="Perturbed images per forward pass when scoring candidates (bounds memory)."
+        chunk: int | None = Field(
+            default=None,
+            ge=1,
+            description="Perturbed images per forward pass when scoring candidates; null: on the CPU as many as "
+            "keep the model's activations near 16 MiB (measured on the first pass), elsewhere 8192.",
         )
         seed: int = Field(default=0, ge=0, description="Seed of the evolution (a torch.Generator).")
 
@@ -84,7 +97,8 @@ class OnePixel(bionas.Attack):
         population = uniform((n, o.population, o.pixels, 2 + c))
         colour = 0.5 + 0.5 * torch.randn(population[..., 2:].shape, generator=generator, device=dev, dtype=x.dtype)
         population[..., 2:] = colour.clamp(0.0, 1.0)  # Su et al.: colours ~ N(128, 127) of 255
-        fitness, fools = self._score(model, x, y, population, torch.arange(n, device=dev))
+        forward = ChunkedForward(model, o.chunk if o.chunk is not None or dev.type == "cpu" else MAX_CHUNK)
+        fitness, fools = self._score(forward, x, y, population, torch.arange(n, device=dev))
         queries = torch.full((n,), float(o.population), device=dev)  # on the device: counting needs no sync
         done = torch.zeros(n, dtype=torch.bool, device=dev)
         winner = population[:, 0].clone()  # per image: the candidate returned
@@ -100,7 +114,7 @@ class OnePixel(bionas.Attack):
             mutant = a + o.mutation * (b - d)
             outside = (mutant < 0) | (mutant > upper)  # redrawn uniformly within the bounds
             mutant = torch.where(outside, uniform(mutant.shape), mutant)
-            new_fitness, new_fools = self._score(model, x, y, mutant, todo)
+            new_fitness, new_fools = self._score(forward, x, y, mutant, todo)
             queries[todo] += o.population
             self._record(done, winner, todo, mutant, new_fools)
             better = new_fitness < fitness[todo]  # selection: a mutant replaces its parent if better
@@ -131,17 +145,50 @@ class OnePixel(bionas.Attack):
         out.scatter_(2, index, candidates[..., 2:].transpose(1, 2).clamp(0.0, 1.0))
         return out.view(m, c, h, w)
 
-    def _score(self, model, x, y, candidates, image_index):
+    def _score(self, forward, x, y, candidates, image_index):
         """(true-class probability, fooled) of every candidate: tensors of image_index x population."""
         m, p = candidates.shape[:2]
         flat = candidates.reshape(m * p, *candidates.shape[2:])
         owner = image_index.repeat_interleave(p)
         probabilities, fooled = [], []
+        start = 0
         with torch.no_grad():
-            for start in range(0, m * p, self.options.chunk):
-                part = slice(start, start + self.options.chunk)
-                logits = model(self._apply(x[owner[part]], flat[part], in_place=True))  # a fresh gather
+            while start < m * p:
+                part = slice(start, start + forward.size)
+                start = part.stop
+                logits = forward(self._apply(x[owner[part]], flat[part], in_place=True))  # a fresh gather
                 labels = y[owner[part]]
                 probabilities.append(logits.softmax(dim=1).gather(1, labels[:, None]).squeeze(1))
                 fooled.append(logits.argmax(dim=1) != labels)
         return torch.cat(probabilities).view(m, p), torch.cat(fooled).view(m, p)
+
+
+class ChunkedForward:
+    """The model, called on chunks of `size` images; without a chunk, the first call (PROBE images)
+    measures the bytes of every module's output per image and sets the chunk to ACTIVATION_BYTES."""
+
+    def __init__(self, model, chunk: int | None):
+        self.model, self.chunk = model, chunk
+
+    @property
+    def size(self) -> int:
+        return self.chunk if self.chunk is not None else PROBE
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.chunk is not None:
+            return self.model(images)
+        sizes = [images.numel() * images.element_size()]
+
+        def record(module, inputs, output):
+            if torch.is_tensor(output):
+                sizes.append(output.numel() * output.element_size())
+
+        handles = [module.register_forward_hook(record) for module in self.model.modules()]
+        try:
+            logits = self.model(images)
+        finally:
+            for handle in handles:
+                handle.remove()
+        per_image = sum(sizes) / len(images)
+        self.chunk = int(min(max(ACTIVATION_BYTES // per_image, MIN_CHUNK), MAX_CHUNK))
+        return logits
