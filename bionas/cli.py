@@ -59,6 +59,9 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except BionasError as error:
             raise fail(error) from None
+        except OSError as error:  # a file a command needs is missing or unreadable: its name, not a traceback
+            where = f"{error.filename}: " if error.filename else ""
+            raise fail(BionasError(f"{where}{error.strerror or error}")) from None
 
 
 # Parameters shared by several commands, declared once (defaults go in each signature).

@@ -95,11 +95,12 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file of a run; a missing, unreadable or corrupted one is an error naming it."""
+    """A JSON file of a run; an unreadable or corrupted one is an error naming it. A missing one raises
+    FileNotFoundError, which callers that expect it may catch."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BionasError(f"{path} is missing") from None
+        raise
     except OSError as exc:
         raise BionasError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
