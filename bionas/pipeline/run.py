@@ -17,12 +17,12 @@ from rich.console import Console
 
 from bionas import distributed
 from bionas.errors import BionasError
-from bionas.pipeline.book import StageBook
+from bionas.pipeline.book import StageBook, content_identity
 from bionas.pipeline.context import StageContext
 from bionas.pipeline.evaluate_stage import AccuracyStage, AttackStage
 from bionas.pipeline.report import refresh_report
 from bionas.pipeline.result import Interrupted, RunResult
-from bionas.pipeline.search_stage import SearchStage, given_genotype
+from bionas.pipeline.search_stage import SearchStage, given_genotype, read_given_genotype
 from bionas.pipeline.tracking import output_files, run_loggers
 from bionas.pipeline.train_stage import TrainStage
 from bionas.plots import training_curves
@@ -56,8 +56,13 @@ class Pipeline:
         self.console = Console(stderr=True, quiet=quiet or not world.is_main)  # rank 0 alone talks
         self.provenance = run_provenance(spec, device, world.world_size)
         versions = {"bionas": self.provenance["bionas"], "torch": self.provenance["torch"]}
+        # Inputs named by location are read now: stages are identified by their content (content_identity).
+        self.dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
+        self.given = read_given_genotype(spec) if spec.search is None else None
+        identity = content_identity(spec.to_dict(), self.given, self.dataset)
         self.loggers = run_loggers(spec, world.is_main, self.warn)
-        self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, loggers=self.loggers)
+        self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, loggers=self.loggers,
+                              identity_dict=identity)
         self.runtime = Runtime(device=device, amp=spec.runtime.amp, compile=spec.runtime.compile,
                                channels_last=device.type == "cuda" and spec.runtime.channels_last,
                                rank=world.rank, world_size=world.world_size, workers=spec.runtime.workers,
@@ -100,13 +105,12 @@ class Pipeline:
     def run_stages(self) -> RunResult:
         spec, main = self.spec, self.runtime.is_main
         seed_everything(spec.seed)
-        dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
-        context = StageContext(spec, self.book, self.runtime, dataset, self.console, self.result)
+        context = StageContext(spec, self.book, self.runtime, self.dataset, self.console, self.result)
         self.console.print(f"[bold]bionas[/bold] run '{spec.name}' in {self.dir.root} on {self.runtime.device}")
         if spec.search:
             self.result.genotype = SearchStage(context, allowed=self.wanted("search")).run()
         else:
-            self.result.genotype = given_genotype(context)
+            self.result.genotype = given_genotype(context, self.given)
         if spec.retrain is not None and self.wanted("retrain"):
             retrain = TrainStage(context, "retrain")
             model = retrain.run(self.result.genotype)
