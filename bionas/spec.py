@@ -470,12 +470,12 @@ def load_spec(
     source: str | Path | dict[str, Any] | Spec,
     overrides: dict[str, Any] | None = None,
     registry: Registry | None = None,
-    read_files: bool = True,
 ) -> Spec:
     """Read (YAML, JSON, dict) and validate a spec in two phases; raises SpecError listing every problem.
 
-    `overrides` replaces top-level fields before validation (the CLI's --device). `read_files` False
-    leaves a genotype file unread (a spec recorded in a run directory names files of another machine).
+    `overrides` replaces top-level fields before validation (the CLI's --device). A genotype to retrain
+    is read and checked by `bionas.space.genotype.check_spec_genotype`, which `bionas validate` and every
+    run call: the models it names sit above the spec.
     """
     if isinstance(source, Spec):
         data, label = source.model_dump(), None
@@ -490,7 +490,7 @@ def load_spec(
         raise SpecError(format_pydantic_errors(err), label) from None
     registry = registry or get_registry()
     errors = spec.stage_errors() + resolve_plugins(spec, registry)
-    errors += cross_errors(spec, registry) + genotype_errors(spec, registry, read_files)
+    errors += cross_errors(spec, registry)
     if errors:
         raise SpecError(errors, label)
     return spec
@@ -550,24 +550,6 @@ def cross_errors(spec: Spec, registry: Registry) -> list[str]:
                    if (error := pixel_budget_error(eps, norm))]
     errors += memory_errors(spec)
     return errors
-
-
-def genotype_errors(spec: Spec, registry: Registry, read_files: bool) -> list[str]:
-    """The genotype to retrain, read and checked against the installed ops and rules, as the retrain will."""
-    from bionas.space.genotype import Genotype  # the models layer sits above the spec
-
-    if spec.genotype is None or (isinstance(spec.genotype, str) and not read_files):
-        return []
-    try:
-        if isinstance(spec.genotype, str):
-            Genotype.load(Path(spec.genotype).expanduser())
-        else:
-            Genotype.from_dict(spec.genotype, source="spec genotype")
-    except SpecError as error:
-        return [f"genotype ({error.source}): {line}" for line in error.errors]
-    except BionasError as error:
-        return [f"genotype: {error}"]
-    return []
 
 
 # Bytes per parameter a training step holds at least: weights, gradients, momentum (float32).

@@ -63,7 +63,7 @@ def test_search_or_genotype_is_required(toy_plugins):
     assert errors_of(toy_plugins.spec(search=None)) == [
         "search: missing; give a search section, or a genotype to retrain"
     ]
-    spec = load_spec(toy_plugins.spec(search=None, genotype="genotype.json"), read_files=False)  # file unread
+    spec = load_spec(toy_plugins.spec(search=None, genotype="genotype.json"))  # file unread
     assert spec.genotype == "genotype.json"
 
 

@@ -39,8 +39,8 @@ class RunContext:
             raise BionasError(f"{self.dir.root} is not a bionas run directory (no resolved_spec.json)")
         if not self.dir.path("model.safetensors").exists():
             raise BionasError(f"{self.dir.root} has no retrained network yet (model.safetensors); finish the run first")
-        # read_files=False: a recorded spec does not get to name files for us to read (docs/pipeline.md)
-        self.spec = load_spec(read_json(self.dir.path("resolved_spec.json")), read_files=False)
+        # load_spec reads no file a recorded spec names (its genotype file is not ours to read: docs/pipeline.md)
+        self.spec = load_spec(read_json(self.dir.path("resolved_spec.json")))
         self.device = resolve_device(device)
         self.dataset = recorded_dataset(self.spec.dataset.model_dump(), self.dir.path("resolved_spec.json"), access)
         self.model, meta = load_network(self.dir.path("model.safetensors"), self.device)

@@ -30,6 +30,7 @@ from bionas.registry import get_attack, get_dataset, get_registry
 from bionas.runtime import Runtime
 from bionas.rundir import RunDir, provenance, write_json
 from bionas.space import with_backprop
+from bionas.space.genotype import check_spec_genotype
 from bionas.spec import Spec, default_fixed_rule, load_spec
 from bionas.tracking import LogRun
 from bionas.training import seed_everything
@@ -156,6 +157,7 @@ def run(
     which also tests and attacks); `resume` continues an interrupted run.
     """
     spec = load_spec(spec)
+    check_spec_genotype(spec)
     if spec.seeds is not None:
         raise BionasError(f"the spec lists seeds ({', '.join(map(str, spec.seeds))}): that is a study, one run per "
                           "seed; run it with bionas.run_study (or `bionas run`)")

@@ -376,3 +376,22 @@ BIONAS_DARTS = Genotype(
     reduce_concat=[2, 3, 4, 5],
     fixed_rules=dict.fromkeys(FIXED_LAYERS, "bp"),
 )  # fmt: skip
+
+
+def check_spec_genotype(spec, label: str | None = None) -> None:
+    """Read the genotype a spec retrains (a file, or inline) and check it against the installed ops and
+    rules as the retrain will, before any work starts; raises SpecError under the field `genotype`.
+
+    Not part of `load_spec`: the spec layer sits below the models. `bionas validate` and every run call it;
+    a spec recorded in a run directory is never checked with it (its file names are not ours to read)."""
+    if spec.genotype is None:
+        return
+    try:
+        if isinstance(spec.genotype, str):
+            Genotype.load(Path(spec.genotype).expanduser())
+        else:
+            Genotype.from_dict(spec.genotype, source="spec genotype")
+    except SpecError as error:
+        raise SpecError([f"genotype ({error.source}): {line}" for line in error.errors], label) from None
+    except BionasError as error:
+        raise SpecError([f"genotype: {error}"], label) from None
