@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from bionas.errors import BionasError
-from bionas.plugin import Plugin
+from bionas.plugin import Plugin, PluginOptions
 from bionas.rules import exact_gradients
 from bionas.training import eval_mode
 
@@ -89,6 +89,20 @@ class Attack(Plugin):
     budget: ClassVar[str | None] = "eps"
     work_unit: ClassVar[str] = "steps"
     one_step: ClassVar[bool] = False
+
+    def __init__(self, options: Any = None, /, **kwargs: Any):
+        super().__init__(options, **kwargs)
+        if self.budget == "eps" and self.budget_value is not None:
+            error = pixel_budget_error(float(self.budget_value), self.norm)
+            if error:
+                raise AttackError(f"attack '{self.name}' option eps: {error}")
+
+    @classmethod
+    def spec_errors(cls, options: PluginOptions, spec: Any) -> list[str]:
+        if cls.budget != "eps" or getattr(options, "eps", None) is None:
+            return []
+        error = pixel_budget_error(float(options.eps), getattr(options, "norm", "linf"))
+        return [f"options.eps: {error}"] if error else []
 
     # -- description ---------------------------------------------------------------------------
 
@@ -261,6 +275,15 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 def per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """`values` (one per image) shaped to broadcast against `like` (N x ...)."""
     return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def pixel_budget_error(eps: float, norm: str | None) -> str | None:
+    """Images are in [0, 1]: an L-inf budget of 1 or more allows any image, so it was written in 0..255
+    units (8 for 8/255). L2 budgets grow with the image size and may exceed 1."""
+    if norm == "linf" and eps >= 1:
+        return (f"{eps:g} is not a budget in [0, 1] pixel units (an L-inf budget of 1 or more allows any "
+                f"image); did you mean {eps:g}/255?")
+    return None
 
 
 def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:

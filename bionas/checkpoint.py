@@ -4,15 +4,14 @@ A training state is any nesting of dicts and lists whose leaves are tensors or
 JSON values (a model's state_dict, an optimizer's, a scheduler's, a history,
 RNG states). `save_state` stores the tensors in a safetensors file and the
 structure (with the JSON leaves) in its metadata, so every file of a run loads
-with `safetensors` and `json` alone. Writes go to a temporary file that is
-renamed over the old one: an interruption leaves the last good checkpoint.
+with `safetensors` and `json` alone. Writes go through bionas.rundir.atomic_write: an
+interruption or a full disk leaves the last good checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from bionas.errors import CheckpointError
+from bionas.rundir import atomic_write
 
 _TENSOR = "__tensor__"
 STATE_KEY = "bionas.state"
@@ -81,17 +81,8 @@ def save_state(path: str | Path, state: Mapping[str, Any], metadata: Mapping[str
     tensors: dict[str, torch.Tensor] = {}
     structure = _flatten(dict(state), "", tensors)
     header = {STATE_KEY: json.dumps(structure), META_KEY: json.dumps(dict(metadata or {}))}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(_contiguous_unshared(tensors), str(tmp), metadata=header)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    return path
+    tensors = _contiguous_unshared(tensors)
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), error=CheckpointError)
 
 
 def load_state(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:

@@ -7,6 +7,7 @@ commands through bionas.typer_adapter, which keeps them from replacing built-ins
 from __future__ import annotations
 
 import json
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from bionas import robustness
+from bionas import robustness, rundir
 from bionas.__about__ import PROJECT, __version__
 from bionas.analysis.study import (
     alignment_over_training,
@@ -32,6 +33,7 @@ from bionas.pipeline import print_study_summary, print_summary, run_study, write
 from bionas.pipeline import run as run_pipeline
 from bionas.pipeline.study import parse_seeds, parse_shard
 from bionas.registry import KINDS, get_registry
+from bionas.space.genotype import check_spec_genotype
 from bionas.spec import load_spec, spec_json_schema
 from bionas.training import resolve_device
 from bionas.typer_adapter import add_plugin_commands
@@ -58,6 +60,9 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except BionasError as error:
             raise fail(error) from None
+        except OSError as error:  # a file a command needs is missing or unreadable: its name, not a traceback
+            where = f"{error.filename}: " if error.filename else ""
+            raise fail(BionasError(f"{where}{error.strerror or error}")) from None
 
 
 # Parameters shared by several commands, declared once (defaults go in each signature).
@@ -68,6 +73,17 @@ SpecDevice = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 RunDir = Annotated[Path, typer.Argument(help="Run directory of a finished run.")]
+# A run directory may come from someone else: the data location it records is followed only when the user says.
+DataRoot = Annotated[Optional[Path], typer.Option(
+    "--data-root", help="Directory of the data set's files (replaces the location the run directory records).")]
+TrustRunData = Annotated[bool, typer.Option(
+    "--trust-run-data", help="Read the data from the location the run directory records (only for runs you trust).")]
+
+
+def data_access(data_root: Optional[Path], trust_run_data: bool) -> robustness.DataAccess:
+    if data_root is not None and trust_run_data:
+        raise BionasError("give --data-root or --trust-run-data, not both")
+    return robustness.DataAccess(root=data_root, trust=trust_run_data)
 Seeds = Annotated[Optional[str], typer.Option(
     "--seeds", help="A study: the pipeline once per seed (e.g. 0,1,2), in seed-N/ of the run directory, then "
     "study.md with mean ± std. Replaces the spec's seed and seeds.")]
@@ -89,6 +105,8 @@ def _version(value: bool) -> None:
 
 def _report_plugin_problems() -> None:
     registry = get_registry()
+    for notice in registry.notices:
+        warn(notice)
     for problem in registry.problems:
         warn(str(problem))
     for conflict in registry.conflicts():
@@ -129,7 +147,7 @@ def plugins_list(
 
 def validate(spec: SpecFile) -> None:
     """Validate a spec: exit 0 and 'valid', or exit 2 and one line per error."""
-    load_spec(spec)
+    check_spec_genotype(load_spec(spec), str(spec))
     typer.echo("valid")
 
 
@@ -220,18 +238,27 @@ def attack(
         None, "--out", help="Where robustness.json and robustness.png go (default: TARGET's attacks/ folder)."
     ),
     device: Device = "auto",
+    data_root: DataRoot = None,
+    trust_run_data: TrustRunData = False,
 ) -> None:
     """Attack a trained model: print the robustness table, write it as JSON and a PNG curve."""
-    loaded = robustness.load_target(target)
-    items = []
+    loaded = robustness.load_target(target, data_access(data_root, trust_run_data))
+    items, without_eps = [], []
     for name in attacks:
         cls = get_registry().get_class("attack", name)
+        if cls.budget != "eps":
+            without_eps.append(f"{name} (its budget is {cls.budget})")
         options = {}
         if "gradient" in cls.Options.model_fields:
             options["gradient"] = gradient.value
         if surrogate is not None and "surrogate" in cls.Options.model_fields:
             options["surrogate"] = str(surrogate)
         items.append((name, options))
+    if eps and len(without_eps) == len(attacks):
+        raise BionasError(f"--eps: no attack given has an eps budget: {', '.join(without_eps)}; set their budget "
+                          "with their own options, or drop --eps")
+    if eps and without_eps:
+        warn(f"--eps is ignored by {', '.join(without_eps)}")
     if surrogate is not None and not any("surrogate" in options for _, options in items):
         warn(f"--surrogate is ignored: none of the attacks ({', '.join(attacks)}) takes a surrogate")
     data = loaded.data
@@ -249,9 +276,10 @@ def attack(
         name=loaded.name,
         progress=lambda message: err_console.print(f"attacking: {message}", highlight=False),
     )
-    out_dir = out or (target if target.is_dir() else target.parent) / "attacks"
-    json_path = report.save_json(out_dir / "robustness.json")
-    png_path = report.plot(out_dir / "robustness.png")
+    if out is None:  # inside the run directory: checked to lead nowhere out of it
+        out = rundir.RunDir(target if target.is_dir() else target.parent).path("attacks")
+    json_path = report.save_json(out / "robustness.json")
+    png_path = report.plot(out / "robustness.png")
     typer.echo(report.markdown())
     for flag in report.flags:
         if flag.claim:  # rule-gradient flags are findings about that threat model, listed in the table
@@ -265,9 +293,12 @@ def analyze_gradvar(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the retrain batch."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the minibatch draw."),
     device: Device = "auto",
+    data_root: DataRoot = None,
+    trust_run_data: TrustRunData = False,
 ) -> None:
     """Gradient variance of the searched rules against each single rule, on the same batches."""
-    typer.echo(gradvar_markdown(gradvar(run_dir, batches, batch_size, seed, device)))
+    access = data_access(data_root, trust_run_data)
+    typer.echo(gradvar_markdown(gradvar(run_dir, batches, batch_size, seed, device, access)))
 
 
 def analyze_random_rules(
@@ -277,6 +308,8 @@ def analyze_random_rules(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the assignments."),
     device: Device = "auto",
     quiet: Quiet = False,
+    data_root: DataRoot = None,
+    trust_run_data: TrustRunData = False,
 ) -> None:
     """Retrain the searched operations with random rule assignments; compare with the searched rules."""
     # Under torchrun each rank retrains every N-th assignment on its own GPU, with no process group:
@@ -286,7 +319,8 @@ def analyze_random_rules(
         device = f"cuda:{world.local_rank}"
     results = random_rules(run_dir, samples, epochs, seed, device, quiet, rank=world.rank,
                            world_size=world.world_size,
-                           progress=None if quiet else lambda m: err_console.print(m, markup=False))
+                           progress=None if quiet else lambda m: err_console.print(m, markup=False),
+                           access=data_access(data_root, trust_run_data))
     if world.distributed:
         done = ", ".join(row["assignment"] for row in results["rows"]) or "nothing"
         typer.echo(f"rank {world.rank} of {world.world_size} retrained: {done}. To collect the table, run "
@@ -331,6 +365,9 @@ def build_app() -> typer.Typer:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:  # needs no plugin: printed even when strict mode refuses a broken one
+        typer.echo(f"{PROJECT} {__version__}")
+        return
     try:
         app = build_app()
     except BionasError as error:  # e.g. a broken plugin under BIONAS_STRICT_PLUGINS=1

@@ -23,6 +23,7 @@ from bionas.rules import (
     wrappable_layers,
 )
 from bionas.rules.globs import first_match
+from bionas.rules.base import keeping_weights
 
 RuleLike = Union[str, LearningRule, None]
 RuleSpec = Union[str, LearningRule, Mapping[str, RuleLike]]
@@ -56,7 +57,7 @@ def assign_rules(model: nn.Module, rule: RuleSpec) -> dict[str, LearningRule | N
     return assignment
 
 
-def convert(model: nn.Module, rule: RuleSpec) -> nn.Module:
+def convert(model: nn.Module, rule: RuleSpec, *, keep_weights: bool = True) -> nn.Module:
     """Make the Conv2d/Linear layers of `model` learn by `rule`, in place; returns the model.
 
     `rule` is a name (`"fa"`), a LearningRule, or a mapping {module-name glob: name or rule}
@@ -65,6 +66,12 @@ def convert(model: nn.Module, rule: RuleSpec) -> nn.Module:
     so a module-level rule (pc) runs over the layers it was given together. When rules
     that need the network-output error (dfa) are created and the model has no OutputTap,
     one is installed on the model's output.
+
+    keep_weights=True (default) leaves every weight and bias as it is, as BioTorch's
+    converter does by default (`copy_weights=True`): the model may be a trained one.
+    keep_weights=False lets each rule initialise the layers it wraps (`init_weights`: the
+    feedback rules' `weight_init` option, Xavier-uniform W and zero bias by default), as
+    BioTorch does for the layers it makes (`copy_weights=False`): for a fresh network.
     """
     assignment = assign_rules(model, rule)
     rules = {id(r): r for r in assignment.values()}
@@ -94,7 +101,8 @@ def convert(model: nn.Module, rule: RuleSpec) -> nn.Module:
 
     collect(model, "")
     release_module_rules(model)
-    model = place(model, "")
+    with keeping_weights(keep_weights):
+        model = place(model, "")
     if any(getattr(rule_of(m), "needs_output_tap", False) for m in model.modules()):
         install_output_tap(model)
     elif has_output_tap(model):

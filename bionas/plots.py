@@ -8,11 +8,10 @@ the analyses' plots live in bionas.analysis.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from bionas.rundir import atomic_write_bytes
+from bionas.rundir import atomic_write
 
 
 def figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7, 4.5)):
@@ -25,14 +24,15 @@ def figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7, 4.5)):
 
 
 def save(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save as PNG, atomically: a reader (or a study aggregating while a shard runs) never sees half an image."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, dpi=dpi, format="png")
-    atomic_write_bytes(path, image.getvalue())
-    return path
+    return save_figure(fig, path, dpi)
+
+
+def save_figure(fig, path: str | Path, dpi: int) -> Path:
+    """A figure written atomically (bionas.rundir.atomic_write): a killed run leaves no half-written plot.
+    The format follows the target's suffix (the temp file's is .tmp)."""
+    path = Path(path)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
 
 
 def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:

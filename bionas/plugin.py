@@ -40,6 +40,14 @@ class Plugin:
             prefix = f"{self.kind} '{self.name}' options"
             raise SpecError(format_pydantic_errors(err), source=prefix) from None
 
+    @classmethod
+    def spec_errors(cls, options: PluginOptions, spec: Any) -> list[str]:
+        """What this plugin can tell is wrong with its validated `options` in the whole run `spec`, before
+        any work starts: `bionas validate` reports each under the plugin's path. Each message starts with
+        the field it is about, relative to the plugin reference ("options.eps: ..."). Default: nothing
+        beyond what Options checks."""
+        return []
+
     def __repr__(self) -> str:
         changed = self.options.model_dump(exclude_defaults=True)
         args = ", ".join(f"{k}={v!r}" for k, v in changed.items())

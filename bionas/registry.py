@@ -128,6 +128,7 @@ class Registry:
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._load_problems: list[PluginProblem] = []
+        self.notices: list[str] = []  # warnings that are no plugin's problem (a misspelled disabled name)
         self._table_problems: list[PluginProblem] = []
         self._sources: dict[str, _Source] = {}
         self._tables: dict[str, dict[str, PluginInfo]] = {}
@@ -156,7 +157,11 @@ class Registry:
     def _load_entry_points(self) -> None:
         seen = set()
         owners: dict[str, _Source] = {}  # entry-point name -> the first distribution claiming it
-        for ep in importlib.metadata.entry_points(group=PROJECT):
+        entry_points = importlib.metadata.entry_points(group=PROJECT)
+        self.notices = [unknown_name_message(f"plugin in {DISABLE_ENV}", "entry points", name,
+                                             sorted({ep.name for ep in entry_points})) + " It disables nothing."
+                        for name in sorted(self.disabled - {ep.name for ep in entry_points})]
+        for ep in entry_points:
             dist = getattr(ep, "dist", None)
             source = _Source(ep.name, dist.name if dist else "?", dist.version if dist else "?")
             # One distribution can be visible twice on sys.path (e.g. an editable install
@@ -175,7 +180,9 @@ class Registry:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not take the others down
+            # A broken plugin must not take the others down, nor end the process (sys.exit, Ctrl-C raised
+            # by the module itself at import).
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
                 self._problem(source, f"import of '{ep.value}' failed: {one_line(exc)}")
                 continue
             self._add(plugin, source)

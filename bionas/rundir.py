@@ -16,11 +16,13 @@ Every file loads with json or safetensors alone.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
 import subprocess
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,29 +32,79 @@ import torch
 from bionas.errors import BionasError
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file renamed over `path`: a reader or a killed run never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: ranks never share one
+def atomic_write(path: str | Path, write: Callable[[Path], None], error: type[BionasError] = BionasError) -> Path:
+    """The one way bionas writes a file: `write(tmp)` fills a new temp file beside `path`, which is
+    flushed to disk (fsync), given the mode of a plain new file (0666 less the umask), renamed over
+    `path`, and the directory entry synced. A reader or a killed run sees the old file or the new one,
+    never half of one; a symlink at `path` is replaced, never followed. Any failure (full disk, a
+    writer's own error type) leaves the old file and no temp file, and raises `error`."""
+    path = Path(path)
     try:
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)  # already renamed unless the write failed
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # O_EXCL
+        os.close(handle)
     except OSError as exc:
-        raise BionasError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise error(f"cannot write {path}: {exc.strerror or exc}") from None
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; every file of a run gets the same mode
+        os.replace(tmp, path)
+        _sync_directory(path.parent)
+    except BionasError:
+        raise
+    except Exception as exc:  # OSError, or a writer library's own error type (safetensors, matplotlib)
+        raise error(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # already renamed unless something failed
+    return path
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable; platforms that cannot open a directory (Windows) skip it."""
+    try:
+        handle = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # some file systems refuse fsync on a directory; the file itself is synced
+    finally:
+        os.close(handle)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """A JSON file of a run; an unreadable or corrupted one is an error naming it. A missing one raises
+    FileNotFoundError, which callers that expect it may catch."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise BionasError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BionasError(f"{path} is corrupted (not valid JSON: {exc}); restore it or start the run afresh") from None
 
 
 def git_revision() -> str | None:
@@ -97,21 +149,54 @@ def provenance(plugin_infos: Iterable) -> dict[str, Any]:
 
 
 class MetricsLog:
-    """metrics.jsonl: one line per epoch and stage, appended and flushed as it goes."""
+    """metrics.jsonl: one line per epoch and stage, appended and flushed as it goes.
+
+    A run killed mid-write can leave a torn last line (no newline at its end): reading drops it, and
+    a resume removes it before appending. Any other line that is not JSON is an error naming the file.
+    """
 
     def __init__(self, path: Path):
         self.path = path
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record, default=float) + "\n")
-            handle.flush()
+        line = (json.dumps(record, default=float) + "\n").encode()
+        try:  # O_NOFOLLOW: a symlink planted at metrics.jsonl is refused, not written through
+            handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as exc:
+            raise BionasError(f"cannot write {self.path}: {_why(exc)}") from None
+        try:
+            os.write(handle, line)
+        except OSError as exc:
+            raise BionasError(f"cannot write {self.path}: {_why(exc)}") from None
+        finally:
+            os.close(handle)
 
     def records(self, stage: str | None = None) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        return [r for r in lines if stage is None or r.get("stage") == stage]
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BionasError(f"cannot read {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
+        lines = text.split("\n")  # the last item is "" unless the last line is torn
+        records = []
+        for number, line in enumerate(lines[:-1], 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise BionasError(f"{self.path} is corrupted at line {number} (not JSON); remove that line "
+                                  "or start the run afresh") from None
+        return [r for r in records if stage is None or r.get("stage") == stage]
+
+    def drop_torn_line(self) -> None:
+        """Remove the unfinished last line a killed run may have left (records() already ignores it)."""
+        if self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
+            self.rewrite(self.records())
+
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.path, "".join(json.dumps(r, default=float) + "\n" for r in records))
 
     def truncate(self, stage: str, after_epoch: int | None = None) -> None:
         """Forget records a killed run wrote after its last checkpoint (they will be written again);
@@ -120,12 +205,22 @@ class MetricsLog:
         def dropped(r: dict[str, Any]) -> bool:
             return r.get("stage") == stage and (after_epoch is None or r.get("epoch", -1) > after_epoch)
 
-        keep = [r for r in self.records() if not dropped(r)]
-        atomic_write_text(self.path, "".join(json.dumps(r, default=float) + "\n" for r in keep))
+        self.rewrite([r for r in self.records() if not dropped(r)])
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "it is a symbolic link (bionas does not write through links in a run directory)"
+    return exc.strerror or str(exc)
+
+
+# Files only bionas writes at the top of a run directory: a non-empty directory with none of them is not a run.
+RUN_MARKERS = ("resolved_spec.json", "stages.json", "checkpoints")
 
 
 class RunDir:
-    """Paths of one run directory."""
+    """Paths of one run directory. Every path it gives for writing stays inside it: a subdirectory that is
+    a symbolic link leading out of the run directory is refused."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -133,18 +228,39 @@ class RunDir:
         self.metrics = MetricsLog(self.root / "metrics.jsonl")
 
     def path(self, name: str) -> Path:
-        return self.root / name
+        path = self.root / name
+        self._check_inside(path if path.is_dir() else path.parent)
+        return path
 
     def checkpoint(self, stage: str) -> Path:
-        return self.checkpoints / f"{stage}.safetensors"
+        return self.path(f"checkpoints/{stage}.safetensors")
+
+    def _check_inside(self, directory: Path) -> None:
+        existing = directory
+        while not existing.exists() and existing != self.root and existing != existing.parent:
+            existing = existing.parent  # the missing part is created as real directories
+        if existing.exists() and not existing.resolve().is_relative_to(self.root.resolve()):
+            raise BionasError(f"{existing} leads out of the run directory {self.root} (a symbolic link): "
+                              "bionas does not write through it")
+
+    def holds_run(self) -> bool:
+        return any((self.root / marker).exists() for marker in RUN_MARKERS)
 
     def prepare(self, resume: bool) -> None:
-        if self.root.exists() and any(self.root.iterdir()) and not resume:
+        if self.root.exists() and not self.root.is_dir():
+            raise BionasError(f"run directory {self.root} is a file, not a directory; choose another with --out")
+        occupied = self.root.exists() and any(self.root.iterdir())
+        if occupied and not resume:
             raise BionasError(
                 f"run directory {self.root} already holds a run; continue it with --resume, "
                 "or choose another directory with --out"
             )
+        if occupied and not self.holds_run():
+            raise BionasError(f"{self.root} is not empty and holds no bionas run (no {', '.join(RUN_MARKERS)}): "
+                              "--resume would overwrite its files; choose another directory with --out")
         try:
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            self.path("checkpoints/x").parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BionasError(f"cannot create run directory {self.root}: {exc.strerror or exc}") from None
+        if resume:
+            self.metrics.drop_torn_line()

@@ -9,7 +9,9 @@ The resolved spec holds each plugin's options with every default filled in.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +31,12 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from bionas.attacks import pixel_budget_error
 from bionas.data.base import DatasetInfo
 from bionas.errors import BionasError, PluginError, SpecError, format_pydantic_errors, one_line
 from bionas.fractions import Fractional, parse_fraction
 from bionas.model import Model
-from bionas.registry import Registry, get_registry
+from bionas.registry import Registry, get_registry, unknown_name_message
 from bionas.rules import wrappable_layers
 from bionas.rules.globs import glob_problems
 from bionas.rules.refs import rule_name
@@ -246,6 +249,43 @@ class RetrainSpec(Section):
     drop_path: float = Field(default=0.2, ge=0, lt=1, description="Final drop-path probability, scaled linearly.")
     cutout: int = Field(default=16, ge=0, description="Cutout length in pixels (DARTS: 16); 0 = off.")
 
+    @field_validator("optimizer")
+    @classmethod
+    def _timm_optimizer(cls, name: str) -> str:
+        if name in COMMON_OPTIMIZERS:
+            return name
+        from timm.optim import list_optimizers  # doubles the start-up time: only other names pay it
+
+        known = list_optimizers()
+        if name.lower().removeprefix("lookahead_") not in known:  # timm takes lookahead_<any of them> too
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown timm optimizer '{name}'.{hint} (timm.optim.list_optimizers() lists the "
+                             f"{len(known)} it has)")
+        return name
+
+    @field_validator("scheduler")
+    @classmethod
+    def _timm_scheduler(cls, name: str) -> str:
+        if name not in TIMM_SCHEDULERS:
+            raise ValueError(unknown_name_message("timm scheduler", "timm schedulers", name, list(TIMM_SCHEDULERS)))
+        return name
+
+    @model_validator(mode="after")
+    def _lr_range(self) -> RetrainSpec:
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min {self.lr_min:g} is above lr {self.lr:g}: the schedule would raise the "
+                             "learning rate; give lr_min <= lr")
+        return self
+
+
+# Optimizers every timm release since 0.9 has (tests/test_bad_inputs.py checks them against timm).
+COMMON_OPTIMIZERS = ("momentum", "sgd", "adam", "adamw", "rmsprop", "nesterov")
+# The schedules of timm.scheduler.create_scheduler_v2 the retrain can step by epoch alone (timm raises
+# for other names, after the search). Not plateau (it steps on a metric and its state is not
+# checkpointed), nor rsqrt (it needs a stable timescale the spec has no field for).
+TIMM_SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant")
+
 
 class AttackSpec(PluginRef):
     """An attack, with an optional sweep over its budget."""
@@ -282,6 +322,16 @@ class OutputSpec(Section):
 
     dir: str = Field(default="runs/{name}", description="Run directory; {name} is the spec's name.")
     plots: bool = Field(default=True, description="Write PNG plots (training curves, cells, robustness).")
+
+    @field_validator("dir")
+    @classmethod
+    def _only_name_field(cls, value: str) -> str:
+        # Substituted by plain replacement (Spec.run_dir), never str.format: a user's string runs no code.
+        unknown = sorted(set(re.findall(r"\{[^{}]*\}", value)) - {"{name}"})
+        if unknown or "{" in value.replace("{name}", "") or "}" in value.replace("{name}", ""):
+            shown = ", ".join(unknown) or "an unmatched brace"
+            raise ValueError(f"{shown} is not a field of a run directory: the only one is {{name}}")
+        return value
 
 
 GenotypeSource = Union[str, dict[str, Any]]
@@ -408,7 +458,7 @@ class Spec(Section):
             yield f"loggers[{i}]", "logger", logger
 
     def run_dir(self) -> Path:
-        return Path(self.output.dir.format(name=self.name))
+        return Path(self.output.dir.replace("{name}", self.name))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; what `resolved_spec.json` of a run holds."""
@@ -416,6 +466,32 @@ class Spec(Section):
 
 
 # -- loading -------------------------------------------------------------------------------------
+
+
+class DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKey(f"key '{key}' is given twice, on lines {seen[key]} and {line}")
+            seen.setdefault(key, line)
+        return super().construct_mapping(node, deep)
+
+
+def _duplicate_keys_refused(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"key '{twice[0]}' is given twice in one object")
+    return dict(pairs)
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
@@ -429,9 +505,13 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise BionasError(f"cannot read spec file {path}: {exc.strerror}") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise SpecError([f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"], str(path)) from None
+        if path.suffix == ".json":
+            data = json.loads(text, object_pairs_hook=_duplicate_keys_refused)
+        else:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data, runs no code
+    except (yaml.YAMLError, json.JSONDecodeError, ValueError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise SpecError([f"not valid {kind}: {' '.join(str(exc).split())}"], str(path)) from None
     if not isinstance(data, dict):
         raise SpecError([f"the top level must be a mapping of sections, got {type(data).__name__}"], str(path))
     return data
@@ -444,7 +524,9 @@ def load_spec(
 ) -> Spec:
     """Read (YAML, JSON, dict) and validate a spec in two phases; raises SpecError listing every problem.
 
-    `overrides` replaces top-level fields before validation (the CLI's --device).
+    `overrides` replaces top-level fields before validation (the CLI's --device). A genotype to retrain
+    is read and checked by `bionas.space.genotype.check_spec_genotype`, which `bionas validate` and every
+    run call: the models it names sit above the spec.
     """
     if isinstance(source, Spec):
         data, label = source.model_dump(), None
@@ -457,7 +539,9 @@ def load_spec(
         spec = Spec.model_validate(data)
     except ValidationError as err:
         raise SpecError(format_pydantic_errors(err), label) from None
-    errors = spec.stage_errors() + resolve_plugins(spec, registry or get_registry())
+    registry = registry or get_registry()
+    errors = spec.stage_errors() + resolve_plugins(spec, registry)
+    errors += cross_errors(spec, registry)
     if errors:
         raise SpecError(errors, label)
     return spec
@@ -478,9 +562,12 @@ def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
         if kind == "logger" and (missing := cls.unavailable()):  # before the run, not when it first logs
             errors.append(f"{path}.name: {missing}")
         try:
-            ref.options = cls.Options.model_validate(ref.options).model_dump(mode="json")
+            options = cls.Options.model_validate(ref.options)
         except ValidationError as err:
             errors += format_pydantic_errors(err, prefix=f"{path}.options")
+            continue
+        ref.options = options.model_dump(mode="json")
+        errors += [f"{path}.{message}" for message in cls.spec_errors(options, spec)]
     for i, op in enumerate(spec.space.ops):
         try:
             registry.get_class("op", op)
@@ -532,6 +619,64 @@ def model_errors(spec: Spec, registry: Registry) -> list[str]:
         return [f"model.options: {ref.name} cannot be built with these options: {one_line(exc)}"]
     layers = [name for name, _ in wrappable_layers(network)]
     return [f"{rule_path(glob)}: {why}" for glob, why in glob_problems(layers, list(spec.rules or {})).items()]
+
+
+def cross_errors(spec: Spec, registry: Registry) -> list[str]:
+    """What the sections of a valid spec say that does not fit together, found before any work starts."""
+    errors = []
+    if spec.evaluation.attacks and spec.retrain is None:
+        errors.append("evaluation.attacks: the attacks run on the retrained network, and retrain is null; "
+                      "give a retrain section or remove the attacks")
+    for i, attack in enumerate(spec.evaluation.attacks):
+        if attack.eps is None:
+            continue
+        try:
+            cls = registry.get_class("attack", attack.name)
+        except PluginError:
+            continue  # reported by resolve_plugins
+        if cls.budget != "eps":
+            errors.append(f"evaluation.attacks[{i}].eps: attack '{attack.name}' has no eps budget (its budget is "
+                          f"{cls.budget}); remove eps, or set its {cls.budget} in options")
+            continue
+        norm = attack.options.get("norm", "linf")
+        errors += [f"evaluation.attacks[{i}].eps[{j}]: {error}" for j, eps in enumerate(attack.eps)
+                   if (error := pixel_budget_error(eps, norm))]
+    errors += memory_errors(spec)
+    return errors
+
+
+# Bytes per parameter a training step holds at least: weights, gradients, momentum (float32).
+BYTES_PER_PARAMETER = 12
+
+
+def memory_errors(spec: Spec) -> list[str]:
+    """Refuse channel counts whose weights alone cannot fit in this machine's memory, before allocating.
+
+    A lower bound: every cell of a DARTS network preprocesses its two inputs with 1x1 convolutions of
+    at least C x C weights (C its initial channels; later cells have 2C and 4C), and nothing else is
+    counted (no edge, no activation); so a spec it refuses cannot run here."""
+    available = physical_memory()
+    if available is None:
+        return []
+    networks = ([("retrain", spec.retrain.channels, spec.retrain.cells)]
+                if spec.retrain is not None and spec.model is None else [])  # a model run sizes its own network
+    if spec.search is not None:
+        networks.insert(0, ("space", spec.space.channels, spec.space.cells))
+    errors = []
+    for section, channels, cells in networks:
+        needed = BYTES_PER_PARAMETER * cells * 2 * channels**2
+        if needed > available:
+            errors.append(f"{section}.channels: {channels} channels need at least {needed / 2**30:,.0f} GiB for "
+                          f"the weights of the {'supernet' if section == 'space' else 'retrained network'} "
+                          f"alone; this machine has {available / 2**30:,.0f} GiB")
+    return errors
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return None
 
 
 def partial_channel_errors(channels: int, partial_channels: int) -> list[str]:

@@ -83,9 +83,13 @@ def test_alignment_plots_what_the_retrain_logged(finished_run):
     result = runner.invoke(build_app(), ["analyze", "alignment", str(finished_run)])
     assert result.exit_code == 0, result.output
     data = json.loads((finished_run / "analysis" / "alignment.json").read_text())
-    layer = next(iter(data["layers"].values()))
-    assert layer["rule"] in {"usf", "frsf", "fa"} and layer["epochs"] == [0, 1]
-    assert all(0 <= angle <= 90 for angle in layer["angle"])
+    layers = list(data["layers"].values())
+    assert layers and all(layer["epochs"] == [0, 1] for layer in layers)
+    assert {layer["rule"] for layer in layers} <= {"usf", "frsf", "fa"}  # the quickstart's rules
+    for layer in layers:
+        assert all(0 <= angle <= 180 for angle in layer["angle"])
+        if layer["rule"] != "fa":  # sign-concordant: B . W = sum |B| |W| > 0, below 90 degrees
+            assert all(angle < 90 for angle in layer["angle"])
     assert (finished_run / "analysis" / "alignment.png").exists()
 
 

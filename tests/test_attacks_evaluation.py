@@ -226,12 +226,15 @@ def fake_target(monkeypatch, setup):
     model, x, y = setup
     surrogate = mlp(hidden=32, seed=5)
 
-    def load(path):
-        if "surrogate" in str(path):
-            return Target(surrogate, None, "surrogate")
+    def load(path, access=None):
         return Target(model, (x, y), "mlp")
 
+    def load_model(path):  # the transfer attack reads only its surrogate's network
+        assert "surrogate" in str(path)
+        return surrogate, {}, path
+
     monkeypatch.setattr(robustness, "load_target", load)
+    monkeypatch.setattr(robustness.target, "load_model", load_model)
 
 
 def test_attack_command_prints_the_table_and_writes_json_and_png(fake_target, tmp_path):

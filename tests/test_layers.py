@@ -36,6 +36,7 @@ ALLOWED_LATE = {
     ("bionas.retrain", "timm"): "timm (and torchvision under it) more than doubles torch's import time",
     ("bionas.search.epochs", "timm"): "timm (and torchvision under it) more than doubles torch's import time",
     ("bionas.data.base", "bionas.data.transforms"): "it imports torchvision, which more than doubles torch's import time",
+    ("bionas.spec", "timm.optim"): "timm (and torchvision under it) more than doubles torch's import time",
     ("bionas.plots", "matplotlib"): "matplotlib costs about a quarter of torch's import time",
     ("bionas.space.draw", "matplotlib"): "matplotlib costs about a quarter of torch's import time",
     ("bionas.analysis.alignment", "matplotlib"): "matplotlib costs about a quarter of torch's import time",

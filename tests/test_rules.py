@@ -20,6 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
 ALL_RULES = ["bp", "fa", "usf", "brsf", "frsf", "dfa", "hebbian", "pc"]
 FEEDBACK_RULES = ["fa", "usf", "brsf", "frsf"]
+INIT_RULES = [*FEEDBACK_RULES, "dfa"]  # re-initialise the layers they wrap as BioTorch does (weight_init)
 
 # Conv2d settings the formulas must hold for: kwargs of nn.Conv2d(in_channels=4, ...)
 CONVS = {
@@ -36,6 +37,11 @@ def make_layer(kind: str) -> nn.Module:
     if kind == "linear":
         return nn.Linear(7, 5).double()
     return nn.Conv2d(4, **CONVS[kind]).double()
+
+
+def rule_keeping_weights(name: str) -> LearningRule:
+    """The rule, with weight_init 'keep' where it has the option: wrapping leaves the layer's forward as it was."""
+    return bionas.get_rule(name, weight_init="keep") if name in INIT_RULES else bionas.get_rule(name)
 
 
 def make_input(kind: str) -> torch.Tensor:
@@ -90,6 +96,7 @@ def test_options_carry_published_defaults_and_are_validated():
     assert bionas.get_rule("usf").options.scale == "xavier"
     assert bionas.get_rule("brsf").options.redraw == "optimizer_step"
     assert bionas.get_rule("hebbian").options.error == "block"
+    assert all(bionas.get_rule(name).options.weight_init == "xavier_uniform" for name in INIT_RULES)
     assert bionas.get_rule("hebbian").options.temperature == 1.0
     assert bionas.get_rule("pc").options.T == 50 and bionas.get_rule("pc").options.eta == 0.1
     with pytest.raises(SpecError):
@@ -111,7 +118,7 @@ def test_wrap_keeps_forward_parameters_and_keys(rule, kind):
     original = copy.deepcopy(layer)
     params = dict(layer.named_parameters())
     keys = set(layer.state_dict())
-    wrapped = bionas.get_rule(rule).wrap(layer)
+    wrapped = rule_keeping_weights(rule).wrap(layer)
     assert wrapped is layer and isinstance(layer, type(original))
     assert dict(layer.named_parameters()) == params  # the same Parameter objects
     assert sum(p.numel() for p in layer.parameters()) == sum(p.numel() for p in original.parameters())
@@ -160,6 +167,111 @@ def test_pickle_and_deepcopy_keep_the_rule_and_its_backward():
         x.grad = None
         clone(x).sum().backward()
         assert torch.equal(x.grad, expected)
+
+
+# -- the initialisation of wrapped layers (BioTorch's) ---------------------------------------------
+
+# The layer types of the searched cells: 1x1 conv, depthwise conv (a sep/dil conv's), and Linear.
+INIT_LAYERS = {
+    "1x1": lambda: nn.Conv2d(32, 32, 1, bias=False),
+    "depthwise": lambda: nn.Conv2d(32, 32, 5, padding=2, groups=32, bias=False),
+    "linear": lambda: nn.Linear(200, 100),
+}
+
+
+def xavier_bound(weight: torch.Tensor) -> float:
+    fan_in, fan_out = weight[0].numel(), weight.shape[0] * weight[0, 0].numel()
+    return math.sqrt(6 / (fan_in + fan_out))
+
+
+@pytest.mark.parametrize("rule", FEEDBACK_RULES)
+@pytest.mark.parametrize("kind", INIT_LAYERS)
+def test_default_init_is_xavier_so_feedback_and_weight_have_the_same_scale(rule, kind):
+    # BioTorch (layers/fa_constructor init_parameters, init "xavier"): W Xavier-uniform, bias 0, B Xavier-uniform
+    # (usf: sqrt(2 / (fan_in + fan_out)) sign(W), the Xavier std), so |B| / |W| is 1 up to sampling noise:
+    # E|W|^2 = E|B|^2 = n * 2 / (fan_in + fan_out); about 1% relative noise for these n (800 to 20,000).
+    torch.manual_seed(0)
+    layer = bionas.get_rule(rule).wrap(INIT_LAYERS[kind]())
+    assert layer.weight.abs().max() <= xavier_bound(layer.weight)
+    assert layer.weight.abs().max() > 0.95 * xavier_bound(layer.weight)  # uniform up to the bound
+    assert layer.bias is None or not layer.bias.any()
+    assert bionas.alignment(layer)[""].norm_ratio == pytest.approx(1.0, abs=0.06)
+
+
+@pytest.mark.parametrize("rule", FEEDBACK_RULES)
+@pytest.mark.parametrize("kind", INIT_LAYERS)
+def test_keep_leaves_pytorch_s_init_and_its_scale_mismatch(rule, kind):
+    # PyTorch's default init is Kaiming-uniform with a = sqrt(5): Var W = 1 / (3 fan_in). B keeps the Xavier
+    # variance 2 / (fan_in + fan_out), so |B| / |W| = sqrt(6 fan_in / (fan_in + fan_out)): sqrt(3) for a square
+    # 1x1 conv, sqrt(6 / (1 + C)) for a C-channel depthwise conv (fan_in k^2, fan_out C k^2).
+    torch.manual_seed(0)
+    layer = INIT_LAYERS[kind]()
+    before = copy.deepcopy(layer.state_dict())
+    bionas.get_rule(rule, weight_init="keep").wrap(layer)
+    assert all(torch.equal(layer.state_dict()[k], v) for k, v in before.items())
+    fan_in, fan_out = layer.weight[0].numel(), layer.weight.shape[0] * layer.weight[0, 0].numel()
+    expected = math.sqrt(6 * fan_in / (fan_in + fan_out))
+    assert expected == pytest.approx({"1x1": math.sqrt(3), "depthwise": math.sqrt(6 / 33), "linear": 2.0}[kind])
+    assert bionas.alignment(layer)[""].norm_ratio == pytest.approx(expected, rel=0.06)
+
+
+def test_dfa_reinitialises_its_layers_as_biotorch_s_dfa_layers():
+    torch.manual_seed(0)
+    layer = nn.Linear(200, 100)
+    kept = bionas.get_rule("dfa", weight_init="keep").wrap(copy.deepcopy(layer))
+    assert torch.equal(kept.weight, layer.weight) and torch.equal(kept.bias, layer.bias)
+    bionas.get_rule("dfa").wrap(layer)
+    assert 0.95 * xavier_bound(layer.weight) < layer.weight.abs().max() <= xavier_bound(layer.weight)
+    assert not layer.bias.any() and not torch.equal(layer.weight, kept.weight)
+
+
+def test_convert_keeps_the_weights_unless_asked():
+    torch.manual_seed(0)
+    original = tower()
+    mapping = {"0": "fa", "1.0*": "usf", "1.1*": bionas.get_rule("frsf", weight_init="keep"), "3": "dfa"}
+    kept = bionas.convert(copy.deepcopy(original), mapping)
+    assert all(torch.equal(kept.state_dict()[k], v) for k, v in original.state_dict().items())
+    fresh = bionas.convert(copy.deepcopy(original), mapping, keep_weights=False)
+    for name in ("0", "1.0.0", "1.0.2", "3"):  # re-initialised: Xavier-uniform, zero bias
+        layer = fresh.get_submodule(name)
+        assert not torch.equal(layer.weight, original.get_submodule(name).weight)
+        assert layer.weight.abs().max() <= xavier_bound(layer.weight) and not layer.bias.any()
+    for name in ("1.1.0", "1.1.2"):  # this rule's weight_init is keep
+        assert torch.equal(fresh.get_submodule(name).weight, original.get_submodule(name).weight)
+    layer = nn.Linear(200, 100)
+    weight = layer.weight.clone()
+    bionas.get_rule("fa").wrap(layer)  # outside convert, wrapping initialises again
+    assert not torch.equal(layer.weight, weight)
+
+
+def test_a_checkpoint_restores_the_weights_the_init_replaced():
+    from bionas.space import BIONAS_DARTS, Network
+
+    torch.manual_seed(0)
+    saved = Network(BIONAS_DARTS, channels=8, cells=3, in_channels=1, image_size=8)
+    state = saved.state_dict()
+    torch.manual_seed(1)  # another initialisation, then the checkpoint
+    restored = Network(BIONAS_DARTS, channels=8, cells=3, in_channels=1, image_size=8)
+    restored.load_state_dict(state)
+    assert all(torch.equal(restored.state_dict()[k], v) for k, v in state.items())
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(restored.eval()(x), saved.eval()(x))
+
+
+def test_networks_bionas_builds_start_with_feedback_at_the_weights_scale():
+    # the searched cells' rule layers of the derived network (usf, frsf): |B| / |W| near 1 per layer type
+    from bionas.space import BIONAS_DARTS, Network
+
+    torch.manual_seed(0)
+    net = Network(BIONAS_DARTS, channels=16, cells=3, in_channels=1, image_size=8)
+    report = bionas.alignment(net)
+    ratios = {"1x1": [], "depthwise": []}
+    for name, layer in net.named_modules():
+        if rule_of(layer) is not None and isinstance(layer, nn.Conv2d):
+            ratios["1x1" if layer.kernel_size == (1, 1) else "depthwise"].append(report[name].norm_ratio)
+    assert all(len(r) >= 4 for r in ratios.values())
+    for kind, values in ratios.items():
+        assert sum(values) / len(values) == pytest.approx(1.0, abs=0.05), kind
 
 
 # -- the feedback-alignment family: gradients equal the formulas ---------------------------------

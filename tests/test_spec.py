@@ -63,7 +63,8 @@ def test_search_or_genotype_is_required(toy_plugins):
     assert errors_of(toy_plugins.spec(search=None)) == [
         "search: missing; give a search section, a genotype to retrain, or a model to train"
     ]
-    assert load_spec(toy_plugins.spec(search=None, genotype="genotype.json")).genotype == "genotype.json"
+    spec = load_spec(toy_plugins.spec(search=None, genotype="genotype.json"))  # file unread
+    assert spec.genotype == "genotype.json"
 
 
 def test_unknown_op_is_reported(toy_plugins):

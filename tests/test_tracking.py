@@ -12,10 +12,13 @@ import bionas
 from bionas.cli import build_app
 from bionas.errors import SpecError
 from bionas.pipeline.tracking import run_loggers
+from bionas.space import BIONAS_DARTS
 from bionas.spec import load_spec
 from bionas.tracking import Loggers, LogRun
 from bionas_loggers.mlflow_logger import MLflow, flat_params
 from bionas_loggers.tensorboard_logger import TensorBoard
+
+GENOTYPE = BIONAS_DARTS.to_dict()  # inline: validate reads a genotype file, and these specs need none
 
 
 @pytest.fixture(autouse=True)
@@ -61,10 +64,10 @@ def png(path, width=20, height=12):
 def test_first_party_loggers_are_registered_with_jsonl_always_on():
     assert bionas.registry.get_registry().names("logger") == ["jsonl", "mlflow", "tensorboard"]
     assert bionas.get_logger("tensorboard", flush_secs=3).options.flush_secs == 3
-    spec = load_spec({"name": "t", "dataset": "digits", "genotype": "g.json", "loggers": ["mlflow"]})
+    spec = load_spec({"name": "t", "dataset": "digits", "genotype": GENOTYPE, "loggers": ["mlflow"]})
     assert [logger.name for logger in run_loggers(spec, main=True, warn=print).loggers] == ["jsonl", "mlflow"]
     assert len(run_loggers(spec, main=False, warn=print)) == 0  # the other ranks of a torchrun launch log nothing
-    listed = load_spec({"name": "t", "dataset": "digits", "genotype": "g.json", "loggers": ["tensorboard", "jsonl"]})
+    listed = load_spec({"name": "t", "dataset": "digits", "genotype": GENOTYPE, "loggers": ["tensorboard", "jsonl"]})
     assert [logger.name for logger in run_loggers(listed, main=True, warn=print).loggers] == ["tensorboard", "jsonl"]
 
 
@@ -75,13 +78,13 @@ def errors_of(data) -> list[str]:
 
 
 def test_an_unknown_logger_suggests_close_names_at_its_path():
-    spec = {"name": "t", "dataset": "digits", "genotype": "g.json", "loggers": ["jsonl", "tensorbord"]}
+    spec = {"name": "t", "dataset": "digits", "genotype": GENOTYPE, "loggers": ["jsonl", "tensorbord"]}
     assert errors_of(spec) == ["loggers[1].name: unknown logger 'tensorbord'. Did you mean: tensorboard? "
                                "Known loggers: jsonl, mlflow, tensorboard."]
 
 
 def test_logger_options_are_validated_at_their_path_and_a_logger_is_listed_once():
-    spec = {"name": "t", "dataset": "digits", "genotype": "g.json",
+    spec = {"name": "t", "dataset": "digits", "genotype": GENOTYPE,
             "loggers": [{"name": "mlflow", "options": {"experimnt": "x"}}, "tensorboard", "tensorboard"]}
     errors = errors_of(spec)
     assert errors == ["loggers[2]: logger 'tensorboard' is listed twice"]
@@ -92,7 +95,7 @@ def test_logger_options_are_validated_at_their_path_and_a_logger_is_listed_once(
 def test_a_logger_whose_library_is_missing_is_refused_by_validate_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(TensorBoard, "modules", ("tensorboard_not_installed_here",))
     path = tmp_path / "s.yaml"
-    path.write_text(json.dumps({"name": "t", "dataset": "digits", "genotype": "g.json",
+    path.write_text(json.dumps({"name": "t", "dataset": "digits", "genotype": GENOTYPE,
                                 "loggers": ["tensorboard"]}))
     result = CliRunner().invoke(build_app(), ["validate", str(path)])
     assert result.exit_code == 2

@@ -21,8 +21,8 @@ from bionas.data import make_loader
 from bionas.errors import BionasError
 from bionas.pipeline.report import refresh_report
 from bionas.plots import figure, save
-from bionas.registry import get_dataset
 from bionas.retrain import retrain
+from bionas.robustness.target import DataAccess, recorded_dataset
 from bionas.rundir import RunDir, atomic_write_text, read_json, write_json
 from bionas.runtime import Runtime
 from bionas.space import build_network, load_network, replace_rules
@@ -33,22 +33,22 @@ from bionas.training import evaluate_accuracy, resolve_device
 class RunContext:
     """What an analysis needs of a run: its spec, genotype, data set and trained network."""
 
-    def __init__(self, run_dir: str | Path, device: str = "auto"):
+    def __init__(self, run_dir: str | Path, device: str = "auto", access: DataAccess = DataAccess()):
         self.dir = RunDir(run_dir)
         if not self.dir.path("resolved_spec.json").exists():
             raise BionasError(f"{self.dir.root} is not a bionas run directory (no resolved_spec.json)")
         if not self.dir.path("model.safetensors").exists():
             raise BionasError(f"{self.dir.root} has no retrained network yet (model.safetensors); finish the run first")
+        # load_spec reads no file a recorded spec names (its genotype file is not ours to read: docs/pipeline.md)
         self.spec = load_spec(read_json(self.dir.path("resolved_spec.json")))
         if self.spec.model is not None:
             raise BionasError(f"{self.dir.root} trained the model {self.spec.model.name}, not a genotype: this analysis "
                               "rewrites a genotype's rules (bionas analyze alignment works on any run)")
         self.device = resolve_device(device)
-        self.dataset = get_dataset(self.spec.dataset.name, **self.spec.dataset.options)
+        self.dataset = recorded_dataset(self.spec.dataset.model_dump(), self.dir.path("resolved_spec.json"), access)
         self.model, meta = load_network(self.dir.path("model.safetensors"), self.device)
         self.genotype = self.model.genotype
         self.config = meta["network"]
-        (self.dir.root / "analysis").mkdir(exist_ok=True)
 
     def rule_names(self) -> list[str]:
         return [rule.name for rule in self.spec.space.rules]
@@ -79,10 +79,10 @@ def write_analysis(rundir: RunDir, name: str, data: dict[str, Any], markdown: st
 
 
 def gradvar(run_dir: str | Path, batches: int = 16, batch_size: int | None = None, seed: int = 0,
-            device: str = "auto") -> dict[str, Any]:
+            device: str = "auto", access: DataAccess = DataAccess()) -> dict[str, Any]:
     """Normalised gradient variance (docs/analysis.md) of the searched rules and of each single rule,
     on the same `batches` training minibatches, at initialisation and at the run's trained weights."""
-    run = RunContext(run_dir, device)
+    run = RunContext(run_dir, device, access)
     batch_size = batch_size or run.spec.retrain.batch_size
     loader = make_loader(run.dataset, "train", batch_size, train=True, device=run.device, augment=False, seed=seed,
                          num_workers=run.spec.runtime.workers)
@@ -152,10 +152,10 @@ def random_assignment(genotype, rules: list[str], excluded: set[tuple[str, str]]
 
 def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = None, seed: int = 0,
                  device: str = "auto", quiet: bool = False, rank: int = 0, world_size: int = 1,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[str], None] | None = None, access: DataAccess = DataAccess()) -> dict[str, Any]:
     """Retrain the searched operations with `samples` random rule assignments (and the searched one, on the
     same budget); compare their accuracies. Each retrain resumes from its own checkpoint."""
-    run = RunContext(run_dir, device)
+    run = RunContext(run_dir, device, access)
     recipe = run.spec.retrain.model_copy(update={"epochs": epochs} if epochs else {})
     rng = random.Random(seed)
     excluded = {tuple(pair) for pair in run.spec.space.exclude}
@@ -241,7 +241,6 @@ def alignment_over_training(run_dir: str | Path) -> dict[str, Any]:
     series = alignment_series(rundir.metrics.records())
     if not series:
         raise BionasError(f"{rundir.metrics.path} holds no alignment records (no rule layers other than bp?)")
-    rundir.path("analysis").mkdir(exist_ok=True)
     plot_alignment(series, rundir.path("analysis/alignment.png"))
     by_rule: dict[str, list[float]] = {}
     for entry in series.values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -97,6 +98,27 @@ class Dataset(Plugin):
                 return torch.as_tensor(getattr(split, attr), dtype=torch.int64)
         return torch.tensor([int(split[i][1]) for i in range(len(split))], dtype=torch.int64)
 
+    def fingerprint(self) -> str | None:
+        """A hash of the data's content, for data sets read from a location (`location_fields`): a resumed
+        run checks it instead of the location. None: the options alone fix the data (embedded, generated),
+        or the data set cannot tell. Disk-backed data sets override this."""
+        return None
+
+    @classmethod
+    def spec_errors(cls, options, spec) -> list[str]:
+        """The retrain keeps its best validation epoch: a data set without a val split cannot serve it."""
+        if spec.retrain is not None and getattr(options, "val_size", None) == 0:
+            return ["options.val_size: 0 leaves no validation split, and the retrain selects its network on "
+                    "validation (its best epoch); give val_size > 0"]
+        return []
+
+    @classmethod
+    def location_fields(cls) -> list[str]:
+        """The options that name where the data set's files are (fields marked `data_location`, as
+        `root_field()` is): a run directory's record of them is not followed without the user's say."""
+        return [name for name, field in cls.Options.model_fields.items()
+                if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("data_location")]
+
     @property
     def augmentation(self) -> AugmentSpec:
         """The training augmentation: the `augment` option if the dataset has one, else `default_augment`."""
@@ -158,6 +180,17 @@ class InMemoryDataset(Dataset):
     def labels(self, name: str) -> torch.Tensor:
         return self.tensors(name)[1]
 
+    def fingerprint(self) -> str | None:
+        """sha256 of every split's images and labels as loaded, when the data is read from a location."""
+        if not self.location_fields():
+            return None
+        digest = hashlib.sha256()
+        for split in SPLITS:
+            for tensor in self.tensors(split):
+                digest.update(f"{split}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                digest.update(tensor.contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
 
 def check_split(name: str, dataset: str = "dataset") -> str:
     if name not in SPLITS:
@@ -212,8 +245,11 @@ def require_files(dataset: str, directory: Path, files: Iterable[str], listing: 
 
 
 def root_field() -> Any:
+    """A dataset's `root` option. `data_location` marks it as naming where files are read: a run directory's
+    record of it is not followed without the user's say (bionas.robustness.target.recorded_dataset)."""
     return Field(
         None,
+        json_schema_extra={"data_location": True},
         description=f"directory of the data files; default ${DATA_ENV}/<dataset name> when {DATA_ENV} "
         "is set, else data/<dataset name> under the working directory",
     )

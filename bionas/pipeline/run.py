@@ -21,12 +21,12 @@ from bionas import distributed
 from bionas.errors import BionasError
 from bionas.model import split_model_name
 from bionas.model_network import ModelChoice
-from bionas.pipeline.book import StageBook
+from bionas.pipeline.book import StageBook, content_identity
 from bionas.pipeline.context import StageContext
 from bionas.pipeline.evaluate_stage import AccuracyStage, AttackStage
 from bionas.pipeline.report import refresh_report
 from bionas.pipeline.result import Interrupted, RunResult
-from bionas.pipeline.search_stage import SearchStage, given_genotype
+from bionas.pipeline.search_stage import SearchStage, given_genotype, read_given_genotype
 from bionas.pipeline.tracking import output_files, run_loggers
 from bionas.pipeline.train_stage import MODEL_RECORD, TrainStage
 from bionas.plots import training_curves
@@ -34,6 +34,7 @@ from bionas.registry import get_attack, get_dataset, get_registry
 from bionas.runtime import Runtime
 from bionas.rundir import RunDir, provenance, read_json, write_json
 from bionas.space import with_backprop
+from bionas.space.genotype import check_spec_genotype
 from bionas.spec import Spec, default_fixed_rule, load_spec
 from bionas.tracking import LogRun
 from bionas.training import seed_everything
@@ -62,8 +63,13 @@ class Pipeline:
         self.console = Console(stderr=True, quiet=quiet or not world.is_main)  # rank 0 alone talks
         self.provenance = run_provenance(spec, device, world.world_size)
         versions = {"bionas": self.provenance["bionas"], "torch": self.provenance["torch"]}
+        # Inputs named by location are read now: stages are identified by their content (content_identity).
+        self.dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
+        self.given = read_given_genotype(spec) if spec.genotype is not None else None
+        identity = content_identity(spec.to_dict(), self.given, self.dataset)
         self.loggers = run_loggers(spec, world.is_main, self.warn)
-        self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, loggers=self.loggers)
+        self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, loggers=self.loggers,
+                              identity_dict=identity)
         self.runtime = Runtime(device=device, amp=spec.runtime.amp, compile=spec.runtime.compile,
                                channels_last=device.type == "cuda" and spec.runtime.channels_last,
                                rank=world.rank, world_size=world.world_size, workers=spec.runtime.workers,
@@ -108,8 +114,7 @@ class Pipeline:
     def run_stages(self) -> RunResult:
         spec, main = self.spec, self.runtime.is_main
         seed_everything(spec.seed)
-        dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
-        context = StageContext(spec, self.book, self.runtime, dataset, self.console, self.result)
+        context = StageContext(spec, self.book, self.runtime, self.dataset, self.console, self.result)
         self.console.print(f"[bold]bionas[/bold] run '{spec.name}' in {self.dir.root} on {self.runtime.device}")
         if spec.model is not None:
             architecture = ModelChoice.from_spec(spec)
@@ -118,7 +123,7 @@ class Pipeline:
             if spec.search:
                 self.result.genotype = SearchStage(context, allowed=self.wanted("search")).run()
             else:
-                self.result.genotype = given_genotype(context)
+                self.result.genotype = given_genotype(context, self.given)
             architecture = self.result.genotype
             surrogate_label = f"the same genotype trained with {default_fixed_rule()}"
         if spec.retrain is not None and self.wanted("retrain"):
@@ -168,6 +173,7 @@ def run(
     which also tests and attacks); `resume` continues an interrupted run.
     """
     spec = load_spec(spec)
+    check_spec_genotype(spec)
     if spec.seeds is not None:
         raise BionasError(f"the spec lists seeds ({', '.join(map(str, spec.seeds))}): that is a study, one run per "
                           "seed; run it with bionas.run_study (or `bionas run`)")

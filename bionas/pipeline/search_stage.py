@@ -14,6 +14,7 @@ from bionas.registry import get_search
 from bionas.rundir import read_json, write_json
 from bionas.search import SearchData, SearchResult, resolve_space
 from bionas.space import Genotype, SearchSpace, Supernet
+from bionas.spec import Spec
 
 
 class SearchStage:
@@ -64,13 +65,15 @@ class SearchStage:
             alpha_heatmaps(alphas, space.labels, self.context.path("alphas.png"))
 
 
-def given_genotype(context: StageContext) -> Genotype:
-    """The spec's genotype (a genotype.json path or inline), copied to the run's genotype.json."""
-    source = context.spec.genotype
-    if isinstance(source, str):
-        genotype = Genotype.load(Path(source).expanduser())
-    else:
-        genotype = Genotype.from_dict(source, source="spec genotype")
+def read_given_genotype(spec: Spec) -> Genotype:
+    """The spec's genotype (a genotype.json path or inline)."""
+    if isinstance(spec.genotype, str):
+        return Genotype.load(Path(spec.genotype).expanduser())
+    return Genotype.from_dict(spec.genotype, source="spec genotype")
+
+
+def given_genotype(context: StageContext, genotype: Genotype) -> Genotype:
+    """The spec's genotype, read once (read_given_genotype), copied to the run's genotype.json."""
     if context.main:
         genotype.save(context.path("genotype.json"))
     return genotype

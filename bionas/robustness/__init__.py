@@ -17,7 +17,7 @@ from bionas.robustness.labels import format_eps
 from bionas.robustness.masking import masking_flags
 from bionas.robustness.report import MaskingFlag, RobustnessReport, RobustnessRow
 from bionas.robustness.resolve import resolve_attacks
-from bionas.robustness.target import Target, load_target
+from bionas.robustness.target import DataAccess, Target, load_target, recorded_dataset
 
 __all__ = [
     "evaluate_robustness",
@@ -26,6 +26,8 @@ __all__ = [
     "MaskingFlag",
     "Target",
     "load_target",
+    "DataAccess",
+    "recorded_dataset",
     "format_eps",
     "masking_flags",
     "resolve_attacks",

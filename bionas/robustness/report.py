@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from bionas.__about__ import __version__
 from bionas.attacks import RULE_GRADIENT_NOTE
 from bionas.robustness.markdown import report_markdown
 from bionas.robustness.plot import plot_report
+from bionas.rundir import write_json
 
 
 @dataclass
@@ -111,10 +111,7 @@ class RobustnessReport:
         )
 
     def save_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n")
-        return path
+        return write_json(path, self.to_json())
 
     def markdown(self) -> str:
         """The table, the counting notes and the gradient-masking findings, as markdown."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bionas.attacks import Attack
+from bionas.attacks import Attack, pixel_budget_error
 from bionas.errors import BionasError
 from bionas.fractions import parse_fraction
 from bionas.registry import get_attack
@@ -57,5 +57,8 @@ def resolve_attacks(
                 sweep = sorted(float(parse_fraction(e)) for e in sweep)
             except ValueError as exc:
                 raise BionasError(f"eps of attack '{attack.label}': {exc}") from None
+            errors = [error for eps in sweep if (error := pixel_budget_error(eps, attack.norm))]
+            if errors:
+                raise BionasError(f"eps of attack '{attack.label}': {errors[0]}")
         resolved.append((attack, sweep))
     return resolved

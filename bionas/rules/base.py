@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import ClassVar
 
 import torch
@@ -19,6 +22,19 @@ from bionas.rules.layers import (
     wrappable_layers,
 )
 
+# True inside convert(..., keep_weights=True): rules wrap layers without initialising their weights.
+_KEEP_WEIGHTS: ContextVar[bool] = ContextVar("bionas_keep_weights", default=False)
+
+
+@contextlib.contextmanager
+def keeping_weights(keep: bool = True) -> Iterator[None]:
+    """Inside it (keep=True), wrapping a layer never calls the rule's `init_weights`."""
+    token = _KEEP_WEIGHTS.set(keep)
+    try:
+        yield
+    finally:
+        _KEEP_WEIGHTS.reset(token)
+
 
 class LearningRule(Plugin):
     """A rule decides the error a layer sends below and the update of its own parameters.
@@ -27,7 +43,8 @@ class LearningRule(Plugin):
     identical forward function and parameters and the rule's backward. `apply(module)`
     does that for every Conv2d/Linear inside a module. A subclass implements
     `layer_forward(layer, x)` (usually one call of `bionas.rules.rule_forward`) and,
-    when it keeps state, `setup(layer)` to register buffers with `bionas.rules.add_buffer`.
+    when it keeps state, `setup(layer)` to register buffers with `bionas.rules.add_buffer`, and
+    `init_weights(layer)` when its reference initialises the layers it makes (BioTorch's do).
 
     Two class attributes make the default search space (a spec without `space.rules` or
     `space.fixed_rules`) data the rule plugins own: `default_candidate` puts a rule among
@@ -45,11 +62,18 @@ class LearningRule(Plugin):
     backprop: ClassVar[bool] = False
 
     def wrap(self, layer: nn.Module) -> nn.Module:
-        """Make `layer` (a Conv2d or Linear) learn by this rule; a rule it had is replaced."""
+        """Make `layer` (a Conv2d or Linear) learn by this rule; a rule it had is replaced.
+
+        The rule's `init_weights` initialises the layer first (the feedback rules re-initialise
+        W Xavier-uniform with zero bias unless their `weight_init` is 'keep'), except inside
+        `convert(..., keep_weights=True)`.
+        """
         problem = wrap_problem(layer)
         if problem:
             raise PluginError(f"rule '{self.name}' cannot wrap this {type(layer).__name__}: {problem}")
         attach(layer, self, RuleLayerMixin)
+        if not _KEEP_WEIGHTS.get():
+            self.init_weights(layer)
         self.setup(layer)
         return layer
 
@@ -58,7 +82,8 @@ class LearningRule(Plugin):
 
         Returns the module to use (the same object: wrapping works in place). Re-applying
         replaces the rules layers had; it never wraps twice. Module-level rules inside
-        `module` (pc) are released first.
+        `module` (pc) are released first. Each layer is initialised as `wrap` says: apply
+        rules to freshly built modules, and convert trained ones with `convert`.
         """
         release_module_rules(module)
         if is_layer(module):
@@ -70,6 +95,14 @@ class LearningRule(Plugin):
         return module
 
     # -- what subclasses implement ---------------------------------------------------------------
+
+    def init_weights(self, layer: nn.Module) -> None:
+        """Initialise the parameters of a layer this rule wraps (default: leave them as they are).
+
+        Called by `wrap` before `setup`, except inside `convert(..., keep_weights=True)` (the
+        default of convert: a converted network keeps its weights). Loading a checkpoint
+        afterwards restores the saved parameters as usual.
+        """
 
     def setup(self, layer: nn.Module) -> None:
         """Register this rule's buffers on a freshly wrapped layer (default: none)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from bionas.plots import save_figure
 from bionas.rules.refs import rule_name
 
 # Stable colours for the first-party rules; other rules take the remaining ones in order.
@@ -95,6 +96,4 @@ def draw_genotype(genotype, path: str | Path) -> Path:
     fixed_text = ", ".join(f"{layer}: {rule_name(ref) or 'plain'}" for layer, ref in genotype.fixed_rules.items())
     fig.text(0.5, 0.01, f"fixed layers - {fixed_text}", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 0.88, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, path, dpi=120)

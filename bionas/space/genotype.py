@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from bionas.errors import BionasError, PluginError, SpecError, format_pydantic_errors
 from bionas.registry import Registry, get_registry
+from bionas.rundir import atomic_write_text
 from bionas.rules.refs import RuleRef, rule_name, rule_options
 from bionas.space.candidates import FIXED_LAYERS, Candidate
 from bionas.space.draw import draw_genotype
@@ -114,17 +115,17 @@ class Genotype:
         return cls.from_dict(data, check_plugins, source)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json() + "\n")
-        return path
+        return atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path, check_plugins: bool = True) -> Genotype:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise BionasError(f"cannot read genotype {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise SpecError([f"not UTF-8 text (byte {exc.start}): save the genotype as UTF-8 JSON"], str(path)) from None
         return cls.from_json(text, check_plugins, source=str(path))
 
     # -- checks ----------------------------------------------------------------------------------
@@ -375,3 +376,22 @@ BIONAS_DARTS = Genotype(
     reduce_concat=[2, 3, 4, 5],
     fixed_rules=dict.fromkeys(FIXED_LAYERS, "bp"),
 )  # fmt: skip
+
+
+def check_spec_genotype(spec, label: str | None = None) -> None:
+    """Read the genotype a spec retrains (a file, or inline) and check it against the installed ops and
+    rules as the retrain will, before any work starts; raises SpecError under the field `genotype`.
+
+    Not part of `load_spec`: the spec layer sits below the models. `bionas validate` and every run call it;
+    a spec recorded in a run directory is never checked with it (its file names are not ours to read)."""
+    if spec.genotype is None:
+        return
+    try:
+        if isinstance(spec.genotype, str):
+            Genotype.load(Path(spec.genotype).expanduser())
+        else:
+            Genotype.from_dict(spec.genotype, source="spec genotype")
+    except SpecError as error:
+        raise SpecError([f"genotype ({error.source}): {line}" for line in error.errors], label) from None
+    except BionasError as error:
+        raise SpecError([f"genotype: {error}"], label) from None

@@ -112,9 +112,9 @@ class TransferAttack(bionas.Attack):
                 "the transfer attack has no surrogate: set its option surrogate to a checkpoint or run "
                 "directory, or pass a model with TransferAttack(...).with_surrogate(model)"
             )
-        from bionas.robustness import load_target
+        from bionas.robustness.target import load_model
 
-        self.surrogate_model = load_target(self.options.surrogate).model
+        self.surrogate_model = load_model(self.options.surrogate)[0]  # the network alone: no data is read
         self.surrogate_label = self.options.surrogate
         return self.surrogate_model
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -10,7 +12,7 @@ import torch
 import torch.utils.data
 from pydantic import Field, field_validator
 
-from bionas.data import AugmentSpec, Dataset, DatasetInfo, TensorSplit, check_split, data_root
+from bionas.data import SPLITS, AugmentSpec, Dataset, DatasetInfo, TensorSplit, check_split, data_root
 from bionas.data.base import augment_option, root_field, split_seed_field, val_size_field
 from bionas.data.splits import stratified_split
 from bionas.errors import DataError
@@ -137,6 +139,19 @@ class _ImageFolderDataset(Dataset):
             return super().augmented_split(name, augment)
         return self._folder_split(name, augment)
 
+    def fingerprint(self) -> str:
+        """sha256 of the listing of every split: each image file's path under root, size and class. Not of
+        the pixels: reading every image of a tree as large as ImageNet at each start would take minutes;
+        an image rewritten in place at the same size goes unnoticed."""
+        digest = hashlib.sha256()
+        root = data_root(self.options.root, self.name)
+        for split in SPLITS:
+            tree, indices = self._parts[split]
+            for i in indices.tolist():
+                path, target = tree.samples[i]
+                digest.update(f"{split}:{Path(path).relative_to(root)}:{os.path.getsize(path)}:{target}\n".encode())
+        return digest.hexdigest()
+
     def labels(self, name: str) -> torch.Tensor:
         tree, indices = self._parts[check_split(name, self.name)]
         return torch.as_tensor(tree.targets, dtype=torch.int64)[indices]
@@ -226,7 +241,17 @@ class Folder(_ImageFolderDataset):
                 raise ValueError(f"unknown split names {unknown}; use train, val, test")
             if not {"train", "test"} <= set(value):
                 raise ValueError("splits needs at least train and test")
+            outside = [d for d in value.values() if Path(d).is_absolute() or ".." in Path(d).parts]
+            if outside:  # root is the one data location; run directories record these names too
+                raise ValueError(f"split directories must lie under root (relative, no '..'): {outside}")
             return value
+
+    @classmethod
+    def spec_errors(cls, options, spec) -> list[str]:
+        if spec.retrain is not None and "val" not in options.splits and options.val_fraction == 0:
+            return ["options.val_fraction: 0 with no val directory in splits leaves no validation split, and "
+                    "the retrain selects its network on validation; give val_fraction > 0 or a val directory"]
+        return []
 
     @property
     def channels(self) -> int:

@@ -16,6 +16,10 @@ freely: whatever a layer receives, a dfa layer above it sends B^T e.
 e comes from the OutputTap on the logits (see bionas.rules.tap) of the same
 forward pass. B is not stored: it is regenerated from the `feedback_seed`
 buffer and its shape (known at the first backward), and cached.
+
+A wrapped layer is re-initialised as BioTorch's dfa layers are (option `weight_init`: W
+Xavier-uniform, bias zero), as the feedback rules' are: B does not scale with W here, but
+a dfa layer then starts as the reference's does.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from torch import nn
 from bionas import LearningRule
 from bionas.rules import ErrorContext, add_buffer, open_error_context, rule_forward
 from bionas.rules.seeding import buffer_int, draw, layer_seed, mix
-from bionas_rules.feedback import RandomFeedbackOptions
+from bionas_rules.feedback import RandomFeedbackOptions, ReferenceInit
 
 
-class DirectFeedbackAlignment(LearningRule):
+class DirectFeedbackAlignment(ReferenceInit, LearningRule):
     name = "dfa"
     description = "Direct feedback alignment: the output error reaches the layer through a fixed random matrix."
     needs_output_tap = True

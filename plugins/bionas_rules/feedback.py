@@ -7,6 +7,9 @@ g x^T (and bias gradient) and sends B^T g below (Sanfiz & Akrout 2021, BioTorch)
     usf   B = s * sign(W), s = sqrt(2 / (fan_in + fan_out)), recomputed from W
     brsf  B = |R| * sign(W), R Xavier-uniform redrawn once per training step
     frsf  B = |R0| * sign(W), R0 Xavier-uniform drawn once      (Moskovitz et al. 2018)
+
+A layer these rules wrap is re-initialised as BioTorch's layers are (option `weight_init`):
+W Xavier-uniform and the bias zero, so W and B start at the same scale (|B| / |W| near 1).
 """
 
 from __future__ import annotations
@@ -23,8 +26,29 @@ from bionas.rules import add_buffer
 from bionas.rules.seeding import buffer_int, draw, fans, layer_seed, mix, new_training_step, set_buffer_int
 
 
-class RandomFeedbackOptions(PluginOptions):
-    """Options of the rules whose feedback is random: its distribution and its seed."""
+class WeightInitOptions(PluginOptions):
+    """The option of the rules that initialise the layers they wrap as BioTorch does."""
+
+    weight_init: Literal["xavier_uniform", "keep"] = Field(
+        "xavier_uniform",
+        description="How a layer the rule wraps starts: 'xavier_uniform' re-initialises W Xavier-uniform and "
+        "zeroes the bias, as BioTorch's layers do (W and the feedback then have the same scale); 'keep' leaves "
+        "W and the bias as they are. bionas.convert keeps the weights unless called with keep_weights=False.",
+    )
+
+
+class ReferenceInit:
+    """`init_weights` of BioTorch's layers (its fa_constructor and dfa `init_parameters`, init 'xavier')."""
+
+    def init_weights(self, layer: nn.Module) -> None:
+        if self.options.weight_init == "xavier_uniform":
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class RandomFeedbackOptions(WeightInitOptions):
+    """Options of the rules whose feedback is random: its distribution and its seed (and weight_init)."""
 
     init: Literal["xavier_uniform", "xavier_normal"] = Field(
         "xavier_uniform", description="Distribution of the random feedback (BioTorch: Xavier-uniform)."
@@ -42,7 +66,7 @@ def fixed_draw(rule, layer: nn.Module) -> torch.Tensor:
     return draw(w.shape, layer_seed(rule), rule.options.init).to(w.device, w.dtype)
 
 
-class FeedbackAlignment(FeedbackRule):
+class FeedbackAlignment(ReferenceInit, FeedbackRule):
     name = "fa"
     description = "Feedback alignment: errors go down through a fixed random matrix B (a buffer)."
     default_candidate = True  # one of the paper's four searched rules
@@ -57,12 +81,12 @@ class FeedbackAlignment(FeedbackRule):
         return layer.feedback
 
 
-class UniformSignFeedback(FeedbackRule):
+class UniformSignFeedback(ReferenceInit, FeedbackRule):
     name = "usf"
     description = "Uniform sign-concordant feedback: B = s * sign(W), s = sqrt(2 / (fan_in + fan_out))."
     default_candidate = True  # one of the paper's four searched rules
 
-    class Options(PluginOptions):
+    class Options(WeightInitOptions):
         scale: Literal["xavier", "unit"] = Field(
             "xavier", description="s: 'xavier' = sqrt(2 / (fan_in + fan_out)) (BioTorch's scaling), 'unit' = 1."
         )
@@ -75,7 +99,7 @@ class UniformSignFeedback(FeedbackRule):
         return torch.sign(w) * math.sqrt(2.0 / (fan_in + fan_out))
 
 
-class FixedRandomSignFeedback(FeedbackRule):
+class FixedRandomSignFeedback(ReferenceInit, FeedbackRule):
     name = "frsf"
     description = "Fixed random-magnitude sign-concordant feedback: B = |R0| * sign(W), R0 drawn once."
     default_candidate = True  # one of the paper's four searched rules
@@ -90,7 +114,7 @@ class FixedRandomSignFeedback(FeedbackRule):
         return layer.feedback_magnitude * torch.sign(layer.weight)
 
 
-class BatchRandomSignFeedback(FeedbackRule):
+class BatchRandomSignFeedback(ReferenceInit, FeedbackRule):
     """B = |R_k| * sign(W): R_k is drawn from mix(feedback_seed, k) where k = feedback_step.
 
     k advances by one at the first use after a training step, so every forward
