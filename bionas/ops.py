@@ -49,6 +49,10 @@ class Operation(Plugin):
     default_space: ClassVar[bool] = False
     # Rules this op is not paired with in a space whose spec gives no `exclude`.
     default_exclude: ClassVar[tuple[str, ...]] = ()
+    # How the supernet runs this op's rule variants on an edge as one computation (a
+    # bionas.space.stacking.StackedForm: SequentialStack for Sequentials of ReLU, Conv2d and
+    # BatchNorm2d); None: one candidate at a time.
+    stacking: ClassVar[type | None] = None
 
     def build(self, channels: int, stride: int, rule, affine: bool) -> nn.Module:
         raise NotImplementedError
@@ -109,8 +113,12 @@ class FactorizedReduce(nn.Module):
         return self.from_relu(self.relu(x))
 
     def from_relu(self, x: torch.Tensor) -> torch.Tensor:
-        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(self.shift(x))], dim=1))
+
+    @staticmethod
+    def shift(x: torch.Tensor) -> torch.Tensor:
+        """The input of conv_2: x shifted up and left by one pixel, zero-padded at the far end."""
+        return F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
 
 
 def starts_with_relu(module: nn.Module) -> bool:
