@@ -52,6 +52,10 @@ from bionas.rules.layers import (
 )
 from bionas.ops import FactorizedReduce
 
+# Rewrites of torch's slow CPU kernels (working_format, _undilated): they change no value. False
+# runs the CPU as a GPU runs (benchmarks/search_cost.py counts a GPU's operators that way).
+CPU_REWRITES = True
+
 # The fewest active candidates of a group that run stacked: one alone runs as it is (a one-hot
 # row runs one candidate); two already halve the kernels (benchmarks/search_cost.py).
 MIN_STACK = 2
@@ -59,6 +63,8 @@ MIN_STACK = 2
 _local = threading.local()
 # module -> {name: (identity of the concatenated tensors, their concatenation, its chunks)}
 _concatenations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# first layer of a stacked conv -> (its stacked feedback tensor, the part per layer, the slot that reads it)
+_feedback_buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _identity(tensors: Sequence[torch.Tensor]) -> tuple:
@@ -85,7 +91,7 @@ def concatenated(owner: nn.Module, name: str, tensors: Sequence[torch.Tensor],
 class _Feedback:
     """The stacked feedback tensor of one stacked conv, filled in when its pass ends."""
 
-    __slots__ = ("layers", "ruled", "value")
+    __slots__ = ("layers", "ruled", "value", "__weakref__")
 
     def __init__(self, layers: Sequence[nn.Conv2d], ruled: Sequence[bool]):
         self.layers, self.ruled, self.value = layers, ruled, None
@@ -133,7 +139,7 @@ def _pending() -> _Pass | None:
 
 
 def _make_feedback(slots: Sequence[_Feedback]) -> None:
-    """Fill the slots: each rule's feedback for all its layers at once, then one concatenation per slot."""
+    """Fill the slots: each rule's feedback for all its layers at once, copied into the slots' stacked tensors."""
     if not slots:
         return
     by_rule: dict[int, tuple[object, dict[int, nn.Module]]] = {}
@@ -145,8 +151,26 @@ def _make_feedback(slots: Sequence[_Feedback]) -> None:
     made = {}
     for rule, layers in by_rule.values():
         made.update(zip(layers, rule.feedback_many(list(layers.values()))))
+    targets, sources = [], []
     for slot in slots:
-        slot.value = torch.cat([made[id(l)] if r else l.weight for l, r in zip(slot.layers, slot.ruled)])
+        slot.value, parts = _feedback_buffer(slot)
+        targets += parts
+        sources += [made[id(l)] if r else l.weight for l, r in zip(slot.layers, slot.ruled)]
+    torch._foreach_copy_(targets, sources)  # all the stacked feedback of the pass in one operation
+
+
+def _feedback_buffer(slot: _Feedback) -> tuple[torch.Tensor, tuple]:
+    """(the stacked feedback tensor for the slot, its part per layer): the one its conv had last
+    time, unless a graph that still exists reads that one (then a new one)."""
+    owner, weights = slot.layers[0], [layer.weight for layer in slot.layers]
+    shape = (sum(w.shape[0] for w in weights), *weights[0].shape[1:])
+    hit = _feedback_buffers.get(owner)
+    if (hit is None or hit[2]() is not None or hit[0].shape != shape or hit[0].dtype != weights[0].dtype
+            or hit[0].device != weights[0].device):
+        buffer = torch.empty(shape, dtype=weights[0].dtype, device=weights[0].device)
+        hit = (buffer, buffer.split([w.shape[0] for w in weights]), None)
+    _feedback_buffers[owner] = (hit[0], hit[1], weakref.ref(slot))
+    return hit[0], hit[1]
 
 
 class _StackedConv(torch.autograd.Function):
@@ -199,7 +223,8 @@ def _channels_last(x: torch.Tensor) -> bool:
 def working_format(x: torch.Tensor) -> torch.memory_format:
     """The memory format stacked layers run in: channels_last on the CPU (torch's CPU kernels for
     depthwise and grouped convolutions are several times faster in it), else x's own."""
-    return torch.channels_last if x.device.type == "cpu" or _channels_last(x) else torch.contiguous_format
+    cpu = x.device.type == "cpu" and CPU_REWRITES
+    return torch.channels_last if cpu or _channels_last(x) else torch.contiguous_format
 
 
 def repeat_channels(x: torch.Tensor, times: int, memory_format: torch.memory_format | None = None) -> torch.Tensor:
@@ -210,18 +235,18 @@ def repeat_channels(x: torch.Tensor, times: int, memory_format: torch.memory_for
     return x.repeat(1, times, 1, 1)
 
 
-def weighted_sum(stacked: torch.Tensor, weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """sum_g weights[g] * (part g of `stacked`'s channels): the mixing of a stacked group, in the
-    memory format of `like` (the edge's input)."""
-    count = weights.shape[0]
+def scale_candidates(stacked: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """`stacked` times one factor per channel (for a form whose last layer cannot apply them)."""
+    return stacked * factors.view(1, -1, 1, 1)
+
+
+def sum_candidates(stacked: torch.Tensor, count: int, like: torch.Tensor) -> torch.Tensor:
+    """The sum of the `count` candidates' outputs side by side in `stacked`, in `like`'s memory format."""
     n, c, h, w = stacked.shape
     if _channels_last(stacked):
-        nhwgc = stacked.permute(0, 2, 3, 1).unflatten(3, (count, c // count))
-        out = (nhwgc * weights.view(count, 1)).sum(3).permute(0, 3, 1, 2)
+        out = stacked.permute(0, 2, 3, 1).unflatten(3, (count, c // count)).sum(3).permute(0, 3, 1, 2)
         return out if _channels_last(like) else out.contiguous()
-    # one batched (1 x G) @ (G x CHW) product per sample: no copy of the stacked outputs
-    rows = weights.view(1, 1, count).expand(n, 1, count)
-    return torch.bmm(rows, stacked.reshape(n, count, -1)).view(n, c // count, h, w)
+    return stacked.view(n, count, c // count, h, w).sum(1)
 
 
 def stacked_conv(layers: Sequence[nn.Conv2d], x: torch.Tensor, shared: bool, subsampled: bool = False) -> torch.Tensor:
@@ -283,7 +308,7 @@ def _undilated(x: torch.Tensor, kernel: tuple[int, int], geometry):
     (moved into the batch) separately. Other cases, and other devices, return None."""
     (sh, sw), (ph, pw), (dh, dw), groups = geometry
     n, _, h, w = x.shape
-    if x.device.type != "cpu" or dh != dw or dh == 1 or ph % dh or pw % dw:
+    if x.device.type != "cpu" or not CPU_REWRITES or dh != dw or dh == 1 or ph % dh or pw % dw:
         return None
     d = dh
     inner = ((1, 1), (ph // d, pw // d), (1, 1), groups)
@@ -310,15 +335,19 @@ def _from_phases(y: torch.Tensor, d: int, n: int) -> torch.Tensor:
     return pixels.reshape(n, h * d, w * d, c).permute(0, 3, 1, 2)
 
 
-def stacked_batch_norm(norms: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> torch.Tensor:
+def stacked_batch_norm(norms: Sequence[nn.BatchNorm2d], x: torch.Tensor,
+                       factors: torch.Tensor | None = None) -> torch.Tensor:
     """Same-shaped BatchNorm2d layers over their inputs side by side, by one batch_norm call.
 
     As each layer's own forward: training mode normalizes by batch statistics and updates each
     layer's running statistics and batch count; eval mode uses the running statistics.
+    `factors`: the output times one factor per channel, folded into the normalization's affine
+    weight (their gradient comes from batch_norm's own backward).
     """
     first, count = norms[0], len(norms)
     if first.momentum is None:  # a cumulative average: each layer's factor is its own batch count
-        return torch.cat([bn(part) for bn, part in zip(norms, x.chunk(count, 1))], 1)
+        y = torch.cat([bn(part) for bn, part in zip(norms, x.chunk(count, 1))], 1)
+        return y if factors is None else scale_candidates(y, factors)
     pending = _pending() or _Pass()
     if first.training and first.track_running_stats and first.num_batches_tracked is not None:
         pending.counters += [bn.num_batches_tracked for bn in norms]
@@ -330,6 +359,9 @@ def stacked_batch_norm(norms: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> torc
         var, var_parts = concatenated(first, "running_var", vars_, parts=True)
     weight = torch.cat([bn.weight for bn in norms]) if first.weight is not None else None
     bias = torch.cat([bn.bias for bn in norms]) if first.bias is not None else None
+    if factors is not None:  # f (a x^ + b) = (f a) x^ + f b
+        weight = factors if weight is None else weight * factors
+        bias = None if bias is None else bias * factors
     batch_stats = first.training or first.running_mean is None
     y = F.batch_norm(x, mean, var, weight, bias, batch_stats, first.momentum, first.eps)
     if stats and batch_stats:  # batch_norm updated the concatenations: back to each layer's buffers
@@ -349,11 +381,13 @@ class StackedForm:
 
     A subclass implements `key(module)`: None when the module cannot take part, else a hashable
     equal for modules that stack together (their structure, shapes and settings); and
-    `forward(modules, x, from_relu)`: the modules' outputs side by side on the channel axis,
-    candidate g in channels [g C, (g + 1) C), each equal to modules[g](x). With `from_relu`
-    (only asked of forms that set `starts_with_relu`, for modules that start with a ReLU), x
-    has been through that ReLU already (the edge shares it among its candidates). Build it from
-    `stacked_conv`, `stacked_batch_norm` and `repeat_channels`.
+    `forward(modules, x, from_relu, factors)`: the modules' outputs side by side on the channel
+    axis, candidate g in channels [g C, (g + 1) C), each equal to modules[g](x), times `factors`,
+    one per channel (candidate g's mixing weight on its C channels: the edge then sums the
+    candidates' parts; a form folds them into its last BatchNorm, or calls `scale_candidates`). With `from_relu` (only asked of forms that set
+    `starts_with_relu`, for modules that start with a ReLU), x has been through that ReLU
+    already (the edge shares it among its candidates). Build it from `stacked_conv`,
+    `stacked_batch_norm` and `repeat_channels`.
     """
 
     starts_with_relu: ClassVar[bool] = False
@@ -363,7 +397,8 @@ class StackedForm:
         raise NotImplementedError
 
     @classmethod
-    def forward(cls, modules: Sequence[nn.Module], x: torch.Tensor, from_relu: bool) -> torch.Tensor:
+    def forward(cls, modules: Sequence[nn.Module], x: torch.Tensor, from_relu: bool,
+                factors: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -402,9 +437,9 @@ class SequentialStack(StackedForm):
         return tuple(parts)
 
     @classmethod
-    def forward(cls, modules, x, from_relu):
-        count, shared = len(modules), True
-        for i, position in enumerate(zip(*modules)):
+    def forward(cls, modules, x, from_relu, factors):
+        count, shared, positions = len(modules), True, list(zip(*modules))
+        for i, position in enumerate(positions):
             layer = position[0]
             if isinstance(layer, nn.ReLU):
                 if not (i == 0 and from_relu):
@@ -415,10 +450,12 @@ class SequentialStack(StackedForm):
                 shared = False
             if isinstance(layer, nn.Conv2d):
                 x = stacked_conv(position, x, shared)
+            elif i == len(positions) - 1:  # the last BatchNorm applies the factors
+                return stacked_batch_norm(position, x, factors)
             else:
                 x = stacked_batch_norm(position, x)
             shared = False
-        return repeat_channels(x, count) if shared else x
+        return scale_candidates(repeat_channels(x, count) if shared else x, factors)
 
 
 class FactorizedReduceStack(StackedForm):
@@ -434,7 +471,7 @@ class FactorizedReduceStack(StackedForm):
         return None if None in parts else parts
 
     @classmethod
-    def forward(cls, modules, x, from_relu):
+    def forward(cls, modules, x, from_relu, factors):
         if not from_relu:
             x = F.relu(x)
         count = len(modules)
@@ -444,7 +481,7 @@ class FactorizedReduceStack(StackedForm):
         first = stacked_conv([m.conv_1 for m in modules], x[:, :, ::2, ::2], shared=True, subsampled=True)
         shifted = FactorizedReduce.shift(x)[:, :, ::2, ::2]
         second = stacked_conv([m.conv_2 for m in modules], shifted, shared=True, subsampled=True)
-        return stacked_batch_norm([m.bn for m in modules], interleave(first, second, count))
+        return stacked_batch_norm([m.bn for m in modules], interleave(first, second, count), factors)
 
 
 def interleave(a: torch.Tensor, b: torch.Tensor, count: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from bionas.rules import OutputTap
 from bionas.space.blocks import Normalize, channel_shuffle, num_edges, preprocess, reduction_cells, stem
 from bionas.space.candidates import SearchSpace
 from bionas.space.genotype import CELL_TYPES, Genotype, derive_genotype
-from bionas.space.stacking import Stack, batched_pass, stack_groups, weighted_sum
+from bionas.space.stacking import Stack, batched_pass, stack_groups, sum_candidates
 from bionas.spec import partial_channel_errors
 
 ALPHA_INIT_SCALE = 1e-3  # DARTS: alphas = 1e-3 * randn (PC-DARTS: betas likewise)
@@ -34,6 +34,7 @@ class _Plan:
     from_relu: list[int]  # candidates that start with a ReLU: share one ReLU of the input
     plain: list[int]  # the rest, run as they are
     stacks: list[Stack]  # rule variants of one op run as one computation (bionas.space.stacking)
+    factor_index: list[torch.Tensor]  # per stack: its candidates' indices, each repeated over its channels
     selector: torch.Tensor  # (outputs x candidates) 0/1: output weights = selector @ weights
     shares_relu: bool  # some output starts from the shared ReLU
 
@@ -58,6 +59,7 @@ class MixedEdge(nn.Module):
         self.stride = stride
         self.partial_channels = partial_channels
         self.rule_batching = rule_batching
+        self.op_channels = channels // partial_channels  # what every candidate takes and gives
         n = space.num_candidates
         self.ops = nn.ModuleList(space.build_candidate(i, channels // partial_channels, stride) for i in range(n))
         self.zero = [space.is_zero(i) for i in range(n)]
@@ -99,18 +101,19 @@ class MixedEdge(nn.Module):
         outputs += [self.ops[i](x) for i in plan.plain]
         if not outputs and not plan.stacks:
             return None
-        mixing = plan.selector @ weights  # one weight per output (the identities' summed), then per stacked one
-        # A running sum: faster here than stacking the outputs and contracting them, and it
-        # keeps no stacked copy of all outputs for the backward pass.
         total = None
-        for j, out in enumerate(outputs):
-            total = out * mixing[j] if total is None else total + out * mixing[j]
-        first = len(outputs)
-        for form, members, from_relu in plan.stacks:
-            stacked = form.forward([self.ops[i] for i in members], relu_x if from_relu else x, from_relu)
-            out = weighted_sum(stacked, mixing[first : first + len(members)], x)
+        if outputs:
+            mixing = plan.selector @ weights  # one weight per output (the identities' summed)
+            # A running sum: faster here than stacking the outputs and contracting them, and it
+            # keeps no stacked copy of all outputs for the backward pass.
+            for j, out in enumerate(outputs):
+                total = out * mixing[j] if total is None else total + out * mixing[j]
+        for (form, members, from_relu), index in zip(plan.stacks, plan.factor_index):
+            # each candidate's output comes times its weight (folded into its last layer): their sum is the mix
+            factors = weights.index_select(0, index)
+            scaled = form.forward([self.ops[i] for i in members], relu_x if from_relu else x, from_relu, factors)
+            out = sum_candidates(scaled, len(members), x)
             total = out if total is None else total + out
-            first += len(members)
         return total
 
     def _plan(self, active: tuple, weights: torch.Tensor) -> _Plan:
@@ -127,12 +130,13 @@ class MixedEdge(nn.Module):
             from_relu = [i for i in rest if relu_first[i] and i not in stacked]
             plain = [i for i in rest if not relu_first[i] and i not in stacked]
             groups = ([identity] if identity else []) + [[i] for i in from_relu + plain]
-            groups += [[i] for _, members, _ in stacks for i in members]
             selector = torch.zeros(len(groups), len(self.ops), dtype=weights.dtype, device=weights.device)
             for row, group in enumerate(groups):
                 selector[row, group] = 1.0
+            index = [torch.tensor(members, device=weights.device).repeat_interleave(self.op_channels)
+                     for _, members, _ in stacks]
             shares_relu = bool(from_relu) or any(from_relu for _, _, from_relu in stacks)
-            self._plans[key] = _Plan(identity, from_relu, plain, stacks, selector, shares_relu)
+            self._plans[key] = _Plan(identity, from_relu, plain, stacks, index, selector, shares_relu)
         return self._plans[key]
 
 
