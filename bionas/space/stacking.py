@@ -516,9 +516,7 @@ def stack_groups(modules: dict[int, nn.Module], forms: dict[int, type[StackedFor
 def set_rule_batching(module: nn.Module, enabled: bool) -> nn.Module:
     """Run the rule variants of every mixed edge inside `module` stacked (True, the default) or
     one candidate at a time (False: as before rule batching; for comparisons). Returns `module`."""
-    from bionas.space.supernet import MixedEdge
-
     for edge in module.modules():
-        if isinstance(edge, MixedEdge):
+        if hasattr(edge, "rule_batching"):  # a MixedEdge (bionas.space.supernet imports this module)
             edge.rule_batching = enabled
     return module
