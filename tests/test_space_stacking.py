@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import bionas
 from bionas.rules import exact_gradients, no_weight_gradients
-from bionas.space import MixedEdge, SearchSpace
+from bionas.space import MixedEdge, SearchSpace, Supernet
 from bionas.space.stacking import batched_pass, set_rule_batching
 
 STACKABLE = ["bp", "fa", "usf", "brsf", "frsf"]
@@ -181,3 +182,123 @@ def test_feedback_is_made_when_the_pass_ends():
     out = edge(x, w)
     out.sum().backward()
     assert w.grad is not None and F.relu(w.grad.abs()).sum() > 0
+
+
+def test_each_candidate_keeps_its_own_parameters_and_state_dict():
+    # after a training step through the stacked path, every candidate's state_dict is the one-by-one
+    # twin's, with the same parameter count, and loads strictly into a freshly built candidate module
+    # (what a derived network builds for it)
+    space = SearchSpace(EVERY_PAIR)
+    stacked, single = edge_pair(space, 4, 2, k=1)
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    w = torch.softmax(torch.randn(space.num_candidates, dtype=torch.float64), 0)
+    for edge in (stacked, single):
+        optimizer = torch.optim.SGD(edge.parameters(), lr=0.1, momentum=0.9)
+        edge(x, w).square().sum().backward()
+        optimizer.step()
+    assert sum(p.numel() for p in stacked.parameters()) == sum(p.numel() for p in single.parameters())
+    for i, (op_s, op_1) in enumerate(zip(stacked.ops, single.ops)):
+        state_s, state_1 = op_s.state_dict(), op_1.state_dict()
+        assert list(state_s) == list(state_1)
+        for key in state_s:
+            torch.testing.assert_close(state_s[key], state_1[key], msg=f"candidate {i} {key}")
+        fresh = space.build_candidate(i, 4, 2).double()
+        fresh.load_state_dict(state_s)  # strict: the same keys and shapes
+        assert all(torch.equal(a, b) for a, b in zip(state_s.values(), fresh.state_dict().values()))
+
+
+def test_a_rule_that_cannot_stack_runs_per_candidate_with_the_same_result():
+    # dfa, hebbian, pc and a plugin rule with its own forward beside stackable ones: the plan runs them one
+    # by one, and the edge's output and gradients equal those of an edge run wholly one by one
+    class OwnForward(bionas.FeedbackRule):
+        name = "own_forward_stacking_test"
+        description = "B = W, by its own forward."
+
+        def feedback(self, layer):
+            return layer.weight
+
+        def layer_forward(self, layer, x):
+            return super().layer_forward(layer, x)
+
+    class Plugin:
+        @bionas.hookimpl
+        def bionas_register_rules(self, register):
+            register(OwnForward)
+
+    registry = bionas.registry.get_registry()
+    plugin = registry.register_plugin(Plugin(), "own-forward-rule")
+    try:
+        space = SearchSpace({"ops": ["sep_conv_3x3"], "rules": ["usf", "fa", "hebbian", OwnForward.name], "exclude": []})
+        stacked, single = edge_pair(space, 4, 1)
+        plan = stacked._plan(stacked.default_active, torch.ones(space.num_candidates, dtype=torch.float64))
+        (_, members, _), = plan.stacks
+        assert [space.candidates[i].rule for i in members] == ["usf", "fa"]
+        x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+        w = torch.softmax(torch.randn(space.num_candidates, dtype=torch.float64), 0)
+        grad = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+        (out_s, grads_s), (out_1, grads_1) = run(stacked, x, w, grad), run(single, x, w, grad)
+        torch.testing.assert_close(out_s, out_1)
+        for g_s, g_1 in zip(grads_s, grads_1):
+            torch.testing.assert_close(g_s, g_1)
+    finally:
+        registry.unregister_plugin(plugin)
+
+
+class _Convolutions(TorchDispatchMode):
+    """Counts the convolutions dispatched."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten.convolution.default
+        return func(*args, **(kwargs or {}))
+
+
+def _convs(module: nn.Module) -> int:
+    return sum(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def test_a_one_hot_architecture_runs_only_its_candidates():
+    # random search's training and evaluation: of each edge only the chosen candidate runs, by itself
+    from bionas_search.random_search import sample_weights
+
+    torch.manual_seed(0)
+    space = SearchSpace({"channels": 4, "cells": 3, "nodes": 2})  # the paper's 22 candidates
+    supernet = Supernet(space, 10).eval()
+    weights = sample_weights(space, torch.Generator().manual_seed(1))
+    called = set()
+    edges = [(cell, e, edge) for cell in supernet.cells for e, edge in enumerate(cell.edges)]
+    for *_, edge in edges:
+        for op in edge.ops:
+            op.register_forward_hook(lambda module, args, out: called.add(id(module)))
+    chosen = []
+    for cell, e, edge in edges:
+        row = weights["reduce" if cell.reduction else "normal"][e]
+        chosen += [edge.ops[i] for i in row.nonzero().flatten().tolist()]
+    with torch.no_grad(), _Convolutions() as counter:
+        supernet(torch.randn(2, 3, 8, 8), weights)
+    assert called <= {id(op) for op in chosen}
+    outside_edges = _convs(supernet) - sum(_convs(edge) for *_, edge in edges)
+    assert counter.count == outside_edges + sum(_convs(op) for op in chosen)
+
+
+def test_population_scoring_gives_the_same_stacked_or_one_by_one():
+    # EG-NAS scores dense mixing weights (every candidate active) in eval mode without gradients
+    from bionas_search.egnas import candidate_weights
+
+    space = SearchSpace({"channels": 4, "cells": 3, "nodes": 2})
+
+    def build():
+        torch.manual_seed(0)
+        return Supernet(space, 10).double().eval()
+
+    stacked, single = build(), set_rule_batching(build(), False)
+    assert all(torch.equal(a, b) for a, b in zip(stacked.state_dict().values(), single.state_dict().values()))
+    z = torch.randn(2 * stacked.alphas_normal.numel(), generator=torch.Generator().manual_seed(2)).numpy()
+    _, mixing = candidate_weights(z, stacked.alphas_normal.shape)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(stacked(x, mixing), single(x, mixing))
+    assert any(plan.stacks for cell in stacked.cells for edge in cell.edges for plan in edge._plans.values())
