@@ -5,6 +5,7 @@ a time, beside the published LR-NAS code's step.
     python benchmarks/search_cost.py --sizes published      # C=16, 8 cells, batch 64 (slow on a CPU)
     python benchmarks/search_cost.py --lrnas PATH           # with a checkout of github imanehmz/LR-NAS
     python benchmarks/search_cost.py --device cuda          # bf16, channels_last, torch.compile off and on
+    python benchmarks/search_cost.py --batch 8              # less memory (batch 32: ~6.5 GB per step on a CPU)
 
 A step is what `darts` (order: first) does per batch: an architecture step (Adam on the alphas,
 the loss on an architecture batch back-propagated to the alphas only) and a weight step (SGD with
@@ -74,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: both on a CPU, channels_last on a GPU)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="also the batched step under torch.compile (default: on a GPU)")
+    parser.add_argument("--batch", type=int, default=None, help="override every size's batch (a machine with "
+                        "little memory: the small size's step holds about 6.5 GB at batch 32 on a CPU)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, after one warm-up step each")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--lrnas", type=Path, default=None, help="a checkout of github imanehmz/LR-NAS")
@@ -88,6 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.device.type not in ("cpu", "cuda"):
         parser.error(f"--device {args.device}: cpu or cuda")
     args.sizes = [s for s in args.sizes.split(",") if s]
+    if args.batch is not None:
+        SIZES.update({name: (*SIZES[name][:2], args.batch) for name in SIZES})
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.partial_channels = [int(k) for k in args.partial_channels.split(",")]
     gpu = args.device.type == "cuda"
@@ -361,7 +366,8 @@ def report(args, configs: list[Config]) -> None:
     name = torch.cuda.get_device_name(args.device) if gpu else "cpu"
     print(f"device {name}, torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), "
           f"{'bf16 autocast, ' if gpu else ''}{args.rounds} rotated rounds; the paper's space (22 candidates), "
-          "darts first order: one architecture step + one weight step")
+          "darts first order: one architecture step + one weight step; "
+          + "; ".join(f"{n}: C={SIZES[n][0]}, {SIZES[n][1]} cells, batch {SIZES[n][2]}" for n in args.sizes))
     clock = "wall" if gpu else "CPU"
     header = (f"{'size':<10}{'K':>2} {'layout':<14}{'variant':<26}{clock + ' s/step':>12}{'/before':>9}{'/LR-NAS':>9}"
               f"{'fwd s':>8}{'ATen ops':>10}{'computing':>11}" + (f"{'kernels':>9}" if gpu else "") +
