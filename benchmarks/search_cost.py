@@ -288,13 +288,6 @@ def lrnas_step(args, modules, size: str):
     return step, evaluate
 
 
-def channels_last_hazard(args, k: int, channels: int) -> bool:
-    """torch's CPU kernels for channels_last 1x1 stride-2 convolutions with 4 or fewer input channels
-    give wrong gradients or corrupt memory (torch 2.14, oneDNN): an edge's FactorizedReduce in a
-    reduction cell has 2C/K of them when it runs as it is (the rule-batched one avoids that kernel)."""
-    return args.device.type == "cpu" and 2 * channels // k <= 4
-
-
 def configurations(args) -> list[Config]:
     configs = []
     modules = lrnas_modules(args)
@@ -312,13 +305,10 @@ def configurations(args) -> list[Config]:
                 for mode, compiled in variants:
                     label = mode if compiled is None else f"batched, compile {compiled}"
                     config = Config(label, size, k, layout, channels, batch)
-                    if layout == "channels_last" and mode != "batched" and channels_last_hazard(args, k, channels):
-                        config.note = "skipped: torch CPU bug (channels_last 1x1 stride-2 conv, <= 4 channels)"
-                    else:
-                        try:
-                            config.step, config.evaluate = bionas_step(args, mode, size, k, layout, compiled)
-                        except Exception as exc:  # a compile mode that cannot take this model
-                            config.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                    try:
+                        config.step, config.evaluate = bionas_step(args, mode, size, k, layout, compiled)
+                    except Exception as exc:  # a compile mode that cannot take this model
+                        config.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
                     configs.append(config)
     return configs
 

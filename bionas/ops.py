@@ -105,15 +105,17 @@ class FactorizedReduce(nn.Module):
         if c_out % 2:
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
+        # DARTS's 1x1 stride-2 convs, run as 1x1 convs on every other pixel (the same outputs): torch's CPU
+        # kernel for channels_last 1x1 stride-2 convs of 4 or fewer input channels corrupts memory (torch 2.14)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, padding=0, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_relu(self.relu(x))
 
     def from_relu(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(self.shift(x))], dim=1))
+        return self.bn(torch.cat([self.conv_1(x[:, :, ::2, ::2]), self.conv_2(self.shift(x)[:, :, ::2, ::2])], dim=1))
 
     @staticmethod
     def shift(x: torch.Tensor) -> torch.Tensor:

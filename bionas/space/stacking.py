@@ -475,9 +475,7 @@ class FactorizedReduceStack(StackedForm):
         if not from_relu:
             x = F.relu(x)
         count = len(modules)
-        # A 1x1 conv without padding at stride 2 is the same conv at stride 1 on every other pixel;
-        # this way round, as torch's CPU kernels for channels_last 1x1 stride-2 convs with few input
-        # channels give wrong gradients or corrupt memory.
+        # Its 1x1 convs run at stride 1 on every other pixel, as FactorizedReduce runs them (bionas.ops).
         first = stacked_conv([m.conv_1 for m in modules], x[:, :, ::2, ::2], shared=True, subsampled=True)
         shifted = FactorizedReduce.shift(x)[:, :, ::2, ::2]
         second = stacked_conv([m.conv_2 for m in modules], shifted, shared=True, subsampled=True)
