@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import bionas
 from bionas.rules import exact_gradients, no_weight_gradients
-from bionas.space import MixedEdge, SearchSpace, Supernet
+from bionas.space import MixedEdge, SearchSpace, Supernet, stacking
 from bionas.space.stacking import batched_pass, set_rule_batching
 
 STACKABLE = ["bp", "fa", "usf", "brsf", "frsf"]
@@ -58,7 +58,8 @@ def test_stacked_candidates_equal_one_by_one(k, stride, size):
         torch.testing.assert_close(b_s, b_1, msg=name)
 
 
-def test_batchnorm_statistics_and_eval_mode_match():
+def test_batchnorm_statistics_and_eval_mode_match(monkeypatch):
+    monkeypatch.setattr(stacking, "STACK_FORWARD_ONLY_ON_CPU", True)  # the passes without gradients stack too
     space = SearchSpace(EVERY_PAIR)
     stacked, single = edge_pair(space, 4, 1)
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
@@ -284,8 +285,9 @@ def test_a_one_hot_architecture_runs_only_its_candidates():
     assert counter.count == outside_edges + sum(_convs(op) for op in chosen)
 
 
-def test_population_scoring_gives_the_same_stacked_or_one_by_one():
-    # EG-NAS scores dense mixing weights (every candidate active) in eval mode without gradients
+def test_population_scoring_gives_the_same_stacked_or_one_by_one(monkeypatch):
+    # EG-NAS scores dense mixing weights (every candidate active) in eval mode without gradients: one by
+    # one on the CPU, where stacking them measured no cheaper; stacked elsewhere, with the same result
     from bionas_search.egnas import candidate_weights
 
     space = SearchSpace({"channels": 4, "cells": 3, "nodes": 2})
@@ -299,6 +301,12 @@ def test_population_scoring_gives_the_same_stacked_or_one_by_one():
     z = torch.randn(2 * stacked.alphas_normal.numel(), generator=torch.Generator().manual_seed(2)).numpy()
     _, mixing = candidate_weights(z, stacked.alphas_normal.shape)
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    edges = [edge for cell in stacked.cells for edge in cell.edges]
+    with torch.no_grad():
+        by_default = stacked(x, mixing)
+    assert not any(plan.stacks for edge in edges for plan in edge._plans.values())
+    monkeypatch.setattr(stacking, "STACK_FORWARD_ONLY_ON_CPU", True)  # as off the CPU
     with torch.no_grad():
         torch.testing.assert_close(stacked(x, mixing), single(x, mixing))
-    assert any(plan.stacks for cell in stacked.cells for edge in cell.edges for plan in edge._plans.values())
+    assert any(plan.stacks for edge in edges for plan in edge._plans.values())
+    torch.testing.assert_close(by_default, single(x, mixing))

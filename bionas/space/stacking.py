@@ -60,6 +60,12 @@ CPU_REWRITES = True
 # row runs one candidate); two already halve the kernels (benchmarks/search_cost.py).
 MIN_STACK = 2
 
+# Forward-only passes (no gradient: EG-NAS's population scoring, validation) run stacked on the CPU too
+# (True) or one candidate at a time there (False). Measured on the CPU (benchmarks/search_cost.py, its
+# forward-only column), stacking such passes was no cheaper; with gradients it was (there the backward,
+# twice the forward, is batched too). Off the CPU forward-only passes stack: a GPU pays per kernel launch.
+STACK_FORWARD_ONLY_ON_CPU = False
+
 _local = threading.local()
 # module -> {name: (identity of the concatenated tensors, their concatenation, its chunks)}
 _concatenations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -509,6 +515,11 @@ def stack_groups(modules: dict[int, nn.Module], forms: dict[int, type[StackedFor
         if len(members) >= MIN_STACK:
             stacks.append((form, members, form.starts_with_relu and all(relu_first[i] for i in members)))
     return stacks
+
+
+def stacks_pay(device: torch.device) -> bool:
+    """Whether the pass now running on `device` is one that runs rule variants stacked (STACK_FORWARD_ONLY_ON_CPU)."""
+    return torch.is_grad_enabled() or device.type != "cpu" or STACK_FORWARD_ONLY_ON_CPU
 
 
 def set_rule_batching(module: nn.Module, enabled: bool) -> nn.Module:

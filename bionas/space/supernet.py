@@ -20,7 +20,7 @@ from bionas.rules import OutputTap
 from bionas.space.blocks import Normalize, channel_shuffle, num_edges, preprocess, reduction_cells, stem
 from bionas.space.candidates import SearchSpace
 from bionas.space.genotype import CELL_TYPES, Genotype, derive_genotype
-from bionas.space.stacking import Stack, batched_pass, stack_groups, sum_candidates
+from bionas.space.stacking import Stack, batched_pass, stack_groups, stacks_pay, sum_candidates
 from bionas.spec import partial_channel_errors
 
 ALPHA_INIT_SCALE = 1e-3  # DARTS: alphas = 1e-3 * randn (PC-DARTS: betas likewise)
@@ -117,14 +117,15 @@ class MixedEdge(nn.Module):
         return total
 
     def _plan(self, active: tuple, weights: torch.Tensor) -> _Plan:
-        key = (active, weights.device, weights.dtype, self.rule_batching)
+        batching = self.rule_batching and stacks_pay(weights.device)
+        key = (active, weights.device, weights.dtype, batching)
         if key not in self._plans:
             live = [i for i in active if not self.zero[i]]
             identity = [i for i in live if isinstance(self.ops[i], nn.Identity)]
             rest = [i for i in live if i not in identity]
             relu_first = {i: starts_with_relu(self.ops[i]) for i in rest}
             stacks = []
-            if self.rule_batching:
+            if batching:
                 stacks = stack_groups({i: self.ops[i] for i in rest}, dict(enumerate(self.stacking)), relu_first)
             stacked = {i for _, members, _ in stacks for i in members}
             from_relu = [i for i in rest if relu_first[i] and i not in stacked]
