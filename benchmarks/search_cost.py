@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib
 import math
 import statistics
@@ -143,11 +144,14 @@ def peak_memory(step, device: torch.device) -> float | None:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before
     try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand the allocator's free memory back: RSS = live memory
         Path("/proc/self/clear_refs").write_text("5")  # resets the peak resident set size (VmHWM)
         before = _resident("VmRSS")
+        if _resident("VmHWM") > 1.05 * before:  # the kernel did not reset it (a container may not)
+            return None
         step()
         return _resident("VmHWM") - before
-    except OSError:
+    except (OSError, AttributeError):  # not Linux with glibc
         return None
 
 
