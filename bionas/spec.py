@@ -255,7 +255,7 @@ class RuntimeSpec(Section):
     )
     channels_last: bool | Literal["auto"] = Field(
         default="auto", description="channels_last memory format of the model and its inputs, search and retrain: "
-        "auto = the faster one measured on the device type (bionas.runtime.AUTO_CHANNELS_LAST)."
+        "auto = per device type (bionas.runtime.AUTO_CHANNELS_LAST: on the CPU and on CUDA)."
     )
     compile: bool = Field(default=False, description="torch.compile the model's training forward (search and retrain).")
     workers: int = Field(default=4, ge=0, description="DataLoader workers for data sets not held in memory.")
