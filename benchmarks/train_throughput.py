@@ -32,12 +32,13 @@ from bionas.space import BIONAS_DARTS, Network, with_backprop  # noqa: E402
 from bionas.training import autocast  # noqa: E402
 
 
-def build(genotype, args, device):
+def build(genotype, args, device, channels_last: bool | None = None):
+    """The network on `device`; channels_last (default: on CUDA) for the model, its inputs made so by the caller."""
     torch.manual_seed(0)
     model = Network(genotype, channels=args.channels, cells=args.cells, num_classes=10, in_channels=3,
                     auxiliary=True, image_size=32).to(device)
     model.drop_path_prob = 0.2
-    if device.type == "cuda":
+    if device.type == "cuda" if channels_last is None else channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -72,12 +73,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--amp", nargs="+", default=["off", "bf16"], help="bf16 autocast settings to compare")
+    parser.add_argument("--layouts", action="store_true",
+                        help="instead: the mixed-rule network in NCHW against channels_last (bf16 off), the "
+                             "measurement behind runtime.channels_last: auto")
     args = parser.parse_args()
     device = torch.device(args.device)
     images = torch.rand(args.batch, 3, 32, 32, device=device)
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (args.batch,), device=device)
+    if args.layouts:
+        compare_layouts(args, device, images, labels)
+        return
     models = {"mixed": build(BIONAS_DARTS, args, device), "bp": build(with_backprop(BIONAS_DARTS), args, device)}
     optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
                   for k, m in models.items()}
@@ -99,6 +106,24 @@ def main() -> None:
             cell = f"{statistics.median(ratios):.3f}" if name == "mixed" else ""
             print(f"{name:<10}{amp:<6}{statistics.median(rate[name, amp]):>10.1f}{cell:>10}")
     print("target: mixed rules >= 0.9x bp")
+
+
+def compare_layouts(args, device, images, labels) -> None:
+    models = {layout: build(BIONAS_DARTS, args, device, layout == "channels_last") for layout in ("nchw", "channels_last")}
+    inputs = {"nchw": images.contiguous(), "channels_last": images.contiguous(memory_format=torch.channels_last)}
+    optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+                  for k, m in models.items()}
+    rate = {k: [] for k in models}
+    for round_ in range(args.rounds):
+        for key in (list(rate) if round_ % 2 == 0 else list(reversed(rate))):
+            rate[key].append(args.batch * steps_per_second(models[key], optimizers[key], inputs[key], labels, device,
+                                                           "off", args.steps))
+    ratios = [c / n for c, n in zip(rate["channels_last"], rate["nchw"])]
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; mixed rules, "
+          f"{args.cells} cells, {args.channels} channels, batch {args.batch}; {args.rounds} rounds x {args.steps} steps")
+    for key in rate:
+        print(f"{key:<14}{statistics.median(rate[key]):>10.1f} images/s")
+    print(f"channels_last / nchw: {statistics.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":

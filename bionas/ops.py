@@ -49,6 +49,10 @@ class Operation(Plugin):
     default_space: ClassVar[bool] = False
     # Rules this op is not paired with in a space whose spec gives no `exclude`.
     default_exclude: ClassVar[tuple[str, ...]] = ()
+    # How the supernet runs this op's rule variants on an edge as one computation (a
+    # bionas.space.stacking.StackedForm: SequentialStack for Sequentials of ReLU, Conv2d and
+    # BatchNorm2d); None: one candidate at a time.
+    stacking: ClassVar[type | None] = None
 
     def build(self, channels: int, stride: int, rule, affine: bool) -> nn.Module:
         raise NotImplementedError
@@ -101,16 +105,22 @@ class FactorizedReduce(nn.Module):
         if c_out % 2:
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
+        # DARTS's 1x1 stride-2 convs, run as 1x1 convs on every other pixel (the same outputs): torch's CPU
+        # kernel for channels_last 1x1 stride-2 convs of 4 or fewer input channels corrupts memory (torch 2.14)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, padding=0, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_relu(self.relu(x))
 
     def from_relu(self, x: torch.Tensor) -> torch.Tensor:
-        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return self.bn(torch.cat([self.conv_1(x[:, :, ::2, ::2]), self.conv_2(self.shift(x)[:, :, ::2, ::2])], dim=1))
+
+    @staticmethod
+    def shift(x: torch.Tensor) -> torch.Tensor:
+        """The input of conv_2: x shifted up and left by one pixel, zero-padded at the far end."""
+        return F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
 
 
 def starts_with_relu(module: nn.Module) -> bool:

@@ -18,6 +18,19 @@ import torch
 
 Amp = Literal["auto", "bf16", "off"]
 
+# What `runtime.channels_last: auto` means on each device type. CPU: measured (docs/search.md, "Search
+# cost"): the supernet step 0.92x and the retrain step 1/1.6 of their NCHW time. CUDA: the layout cuDNN's
+# bf16 convolutions are fastest in, the default there before; not yet re-measured through this switch.
+# A device type not listed keeps the default layout.
+AUTO_CHANNELS_LAST = {"cpu": True, "cuda": True}
+
+
+def resolve_channels_last(setting: bool | str, device: torch.device) -> bool:
+    """The spec's `runtime.channels_last` (True, False or "auto") on `device`."""
+    if setting == "auto":
+        return AUTO_CHANNELS_LAST.get(torch.device(device).type, False)
+    return bool(setting)
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -25,9 +38,9 @@ class Runtime:
 
     * `device`: where the model and batches live.
     * `amp`: bf16 autocast: `auto` on CUDA only, `bf16` always, `off` never.
-    * `channels_last`: the model and its inputs in channels_last memory format (the
-      pipeline sets it on CUDA when the spec's runtime.channels_last asks for it).
-    * `compile`: torch.compile the retrained network's training forward.
+    * `channels_last`: the model and its inputs in channels_last memory format, in the search
+      and the retrain (the pipeline resolves the spec's runtime.channels_last: resolve_channels_last).
+    * `compile`: torch.compile the training forward: the retrained network's, the supernet's.
     * `rank`, `world_size`: this process in a torchrun launch (0 and 1 without one).
     * `workers`: DataLoader workers for data sets not held in memory (None: make_loader's default).
     * `quiet`: no progress bars.

@@ -1,15 +1,21 @@
-"""darts second order: the finite-difference unrolled gradient against autograd through the virtual step."""
+"""darts: the second order's finite-difference unrolled gradient against autograd through the virtual step; the
+architecture step computes no weight gradient; rule batching changes no result."""
+
+import contextlib
 
 import pytest
 import torch
 import torch.nn.functional as F
 from search_support import make_supernet, mnist, run_search, tiny_data  # noqa: F401  (fixture)
 from torch.func import functional_call
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import bionas
-from bionas.space import SearchSpace, Supernet
+from bionas.rules import no_weight_gradients
 from bionas.search import SearchData
-from bionas.search.epochs import SearchRun, sgd
+from bionas.search.epochs import SearchRun, sgd, weight_step
+from bionas.space import SearchSpace, Supernet
+from bionas.space.stacking import set_rule_batching
 
 XI, MOMENTUM, WEIGHT_DECAY = 0.5, 0.9, 3e-4
 
@@ -90,3 +96,78 @@ def test_a_training_step_draws_brsf_feedback_once(mnist, order):
     for step, (x, y) in enumerate(run.loader, start=1):
         darts.train_step(run, 0, x, y)
         assert {int(m.feedback_step) for m in layers} == {step}
+
+
+class _WeightGradientConvs(TorchDispatchMode):
+    """Counts convolution backward calls that compute a weight gradient (output_mask[1])."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution_backward.default and args[10][1]:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def arch_step_run(mnist, order: str, batching: bool):
+    """A darts run prepared on a tiny supernet with every kind of rule, and two batches."""
+    space = {"rules": ["usf", "brsf", "fa", "hebbian", "dfa", "pc"], "exclude": []}
+    darts = bionas.get_search("darts", order=order, batch_size=8)
+    supernet = set_rule_batching(make_supernet(darts, mnist, **space), batching)
+    run = darts.start(supernet, tiny_data(mnist, 8), bionas.Runtime(quiet=True))
+    darts.prepare(run)
+    batch = next(iter(run.loader))
+    return darts, run, batch, next(iter(run.loaders["arch"]))
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+@pytest.mark.parametrize("batching", [True, False])
+def test_the_architecture_step_computes_no_weight_gradient(mnist, order, batching):
+    darts, run, train_batch, valid_batch = arch_step_run(mnist, order, batching)
+    weights = run.weight_parameters()
+    for i, w in enumerate(weights):  # half of them hold a gradient already, the rest none
+        w.grad = torch.full_like(w, 0.5) if i % 2 else None
+    alphas = [a.detach().clone() for a in run.supernet.arch_parameters()]
+    with _WeightGradientConvs() as counter:
+        darts.arch_step(run, train_batch, valid_batch, lr=0.025)
+    assert all((w.grad is None) if i % 2 == 0 else torch.equal(w.grad, torch.full_like(w, 0.5))
+               for i, w in enumerate(weights))
+    assert not any(torch.equal(a, b) for a, b in zip(alphas, run.supernet.arch_parameters()))
+    if order == "first":  # the second order's virtual step needs the weight gradients it computes
+        assert counter.count == 0
+    else:
+        assert counter.count > 0
+
+
+def test_no_weight_gradients_changes_no_other_gradient(mnist):
+    # the alpha gradient of a first-order step is the same with and without it
+    grads = []
+    for context in (no_weight_gradients, contextlib.nullcontext):
+        darts, run, _, (x, y) = arch_step_run(mnist, "first", True)
+        with context():
+            loss, _ = run.loss_and_logits(x, y)
+        grads.append(torch.autograd.grad(loss, run.supernet.arch_parameters()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_search_steps_give_the_same_alphas_and_weights_stacked_or_not(mnist):
+    # three darts steps (architecture, then weights) from the same state, brsf redrawing every step;
+    # in float64, so that float32 rounding, which Adam's first steps amplify, does not hide a difference
+    space = {"rules": ["usf", "brsf", "frsf", "fa"], "ops": ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3",
+                                                            "dil_conv_3x3"]}  # fmt: skip
+    finals = []
+    for batching in (True, False):
+        darts = bionas.get_search("darts", batch_size=16)
+        supernet = set_rule_batching(make_supernet(darts, mnist, **space), batching).double()
+        run = darts.start(supernet, tiny_data(mnist), bionas.Runtime(quiet=True))
+        darts.prepare(run)
+        for (x, y), (x_arch, y_arch) in zip(run.loader, run.loaders["arch"]):
+            darts.arch_step(run, (x.double(), y), (x_arch.double(), y_arch), lr=0.025)
+            weight_step(run, run.optimizer, x.double(), y, grad_clip=5.0)
+        finals.append(supernet.state_dict())
+    stacked, single = finals
+    for key in stacked:
+        torch.testing.assert_close(stacked[key], single[key], msg=key)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from space_support import layer_rules, rules  # noqa: F401  (fixture)
 from torch import nn
 
+from bionas.ops import FactorizedReduce
 from bionas.space import BIONAS_DARTS, DARTS_V2, Edge, Genotype, Network, count_parameters
 
 
@@ -101,3 +102,26 @@ def test_normalization_channels_last_and_odd_sizes(rules):
     assert torch.equal(net.normalize.mean.flatten(), torch.tensor(mean))
     net = net.to(memory_format=torch.channels_last)
     torch.testing.assert_close(net(x.contiguous(memory_format=torch.channels_last)), expected)
+
+
+def test_factorized_reduce_channels_last_on_the_cpu_with_few_channels():
+    # torch's CPU kernel for channels_last 1x1 stride-2 convs of <= 4 input channels corrupts memory; the
+    # block runs its convs at stride 1 on every other pixel: DARTS's outputs and gradients, in either layout
+    torch.manual_seed(0)
+    block = FactorizedReduce(2, 4).double()
+    x = torch.randn(8, 2, 9, 9, dtype=torch.float64)
+    grad = torch.randn(8, 4, 5, 5, dtype=torch.float64)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        block.to(memory_format=layout).zero_grad()
+        xx = x.clone(memory_format=layout).requires_grad_()
+        out = block(xx)
+        (out * grad).sum().backward()
+        results.append([out.detach(), xx.grad, *(p.grad.clone() for p in block.parameters())])
+    shifted = F.pad(F.relu(x)[:, :, 1:, 1:], (0, 1, 0, 1))
+    darts = torch.cat([F.conv2d(F.relu(x), block.conv_1.weight.detach(), stride=2),
+                       F.conv2d(shifted, block.conv_2.weight.detach(), stride=2)], 1)
+    torch.testing.assert_close(results[0][0], F.batch_norm(darts, None, None, block.bn.weight.detach(),
+                                                           block.bn.bias.detach(), True))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)

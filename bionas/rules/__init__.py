@@ -5,7 +5,8 @@ This package names no rule and imports no registry: the registry imports its bas
 `bionas.convert`, which resolves rule names, lives above the registry (bionas/conversion.py);
 the rules themselves are plugins (first-party: plugins/bionas_rules).
 
-    layers.py     class swapping (RuleConv2d(nn.Conv2d), ...), rule buffers, rule_forward()
+    layers.py     class swapping (RuleConv2d(nn.Conv2d), ...), rule buffers, rule_forward(),
+                  no_weight_gradients()
     base.py       LearningRule, FeedbackRule
     tap.py        OutputTap and the per-forward error context (direct feedback)
     seeding.py    per-layer seeds, seeded draws, the training-step clock and hold_feedback()
@@ -24,12 +25,14 @@ from bionas.rules.layers import (
     conv_geometry,
     is_layer,
     local_gradients,
+    no_weight_gradients,
     plain_forward,
     release,
     release_module_rules,
     rule_forward,
     rule_of,
     weight_gradient,
+    weight_gradients_enabled,
     wrappable_layers,
 )
 from bionas.rules.refs import RuleRef, rule_name, rule_options, rule_ref
@@ -48,6 +51,8 @@ __all__ = [
     "LearningRule",
     "FeedbackRule",
     "exact_gradients",
+    "no_weight_gradients",
+    "weight_gradients_enabled",
     "alignment",
     "LayerAlignment",
     "hold_feedback",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import ClassVar
 
@@ -60,6 +60,10 @@ class LearningRule(Plugin):
     default_candidate: ClassVar[bool] = False
     #: Layers learning by this rule stay plain: backprop, the fixed layers' default.
     backprop: ClassVar[bool] = False
+    #: True when the layer's backward is fixed by `feedback(layer)` alone (the input gradient with it
+    #: in place of the weight, ordinary local weight gradients): the supernet may then run the
+    #: layer stacked with same-shaped layers of other such rules (bionas.space.stacking).
+    stackable: ClassVar[bool] = False
 
     def wrap(self, layer: nn.Module) -> nn.Module:
         """Make `layer` (a Conv2d or Linear) learn by this rule; a rule it had is replaced.
@@ -131,11 +135,29 @@ class FeedbackRule(LearningRule):
     """The feedback-alignment family: the input gradient uses `feedback(layer)` in place of the weight.
 
     The weight and bias gradients are the ordinary local ones. A subclass implements
-    `feedback(layer)`, returning a tensor shaped like `layer.weight`.
+    `feedback(layer)`, returning a tensor shaped like `layer.weight`. Its layers can run
+    rule-batched in the supernet (`stackable`), unless the subclass overrides `layer_forward`
+    without setting `stackable = True` itself.
     """
+
+    stackable: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A subclass with its own forward may do more than feedback(layer) says: not stacked unless it says so.
+        if "layer_forward" in cls.__dict__ and "stackable" not in cls.__dict__:
+            cls.stackable = False
 
     def feedback(self, layer: nn.Module) -> torch.Tensor:
         raise NotImplementedError
+
+    def feedback_many(self, layers: Sequence[nn.Module]) -> list[torch.Tensor]:
+        """`feedback(layer)` of each layer, in order, as if called one by one (under no_grad).
+
+        The supernet asks for those of all its rule-batched layers of this rule at once; a rule
+        can override this to make them with a few foreach operations instead of a few per layer.
+        """
+        return [self.feedback(layer) for layer in layers]
 
     def layer_forward(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -12,11 +12,17 @@ The hot path is one function, `rule_forward`: the layer's own F.linear /
 F.conv2d forward, and a backward that computes the ordinary local weight and
 bias gradients together with an input gradient chosen by the rule (a tensor in
 place of the weight, nothing, or a callable), in one
-`aten.convolution_backward` call for convolutions.
+`aten.convolution_backward` call for convolutions. Under `no_weight_gradients()`
+the forward hands the function a detached weight and bias, so its backward
+computes the input gradient alone (a custom autograd function learns what to
+compute from what required a gradient at forward time, not from what a
+backward pass asks for).
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,6 +39,37 @@ _EQUIVALENT_FORWARDS = {"timm.layers.linear.Linear"}
 _ATTRS = ("_bionas_rule", "_bionas_exact", "_bionas_buffers", "_bionas_state")
 
 Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int] | None
+
+_local = threading.local()  # per thread, as torch.no_grad: the depth of no_weight_gradients()
+
+
+@contextlib.contextmanager
+def no_weight_gradients() -> Iterator[None]:
+    """Graphs recorded inside it compute no gradient for the parameters of rule layers.
+
+    For a backward pass that wants other gradients only (DARTS's architecture step:
+    the alphas): every rule layer and module (and the supernet's rule-batched
+    candidates) records its weight and bias as constants, so its backward computes the
+    input gradient alone, and a pseudo-gradient rule (hebbian) skips its forward-time
+    update. Their `.grad` stays as it was. Plain (bp) layers need nothing: autograd
+    already skips their weight gradient when `backward(inputs=...)` leaves it out.
+    Thread-local, like torch.no_grad; nests.
+    """
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1
+
+
+def weight_gradients_enabled() -> bool:
+    """False inside `no_weight_gradients()`."""
+    return not getattr(_local, "depth", 0)
+
+
+def recorded_parameter(p: torch.Tensor | None) -> torch.Tensor | None:
+    """`p` as a rule layer's forward records it: detached inside `no_weight_gradients()`."""
+    return p if p is None or weight_gradients_enabled() else p.detach()
 
 
 def is_layer(module: nn.Module) -> bool:
@@ -318,4 +355,7 @@ def rule_forward(layer: nn.Module, x: torch.Tensor, send: Send, pseudo_grad: Pse
         x, geometry = conv_geometry(layer, x)
     else:
         geometry = None
-    return _RuleFunction.apply(x, layer.weight, layer.bias, geometry, send, pseudo_grad)
+    return _RuleFunction.apply(
+        x, recorded_parameter(layer.weight), recorded_parameter(layer.bias), geometry, send, pseudo_grad
+    )
+

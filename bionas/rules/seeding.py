@@ -66,19 +66,25 @@ def fans(shape: Sequence[int]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def draw(shape: Sequence[int], seed: int, init: str = "xavier_uniform", device=None) -> torch.Tensor:
+def draw(shape: Sequence[int], seed: int, init: str = "xavier_uniform", device=None,
+         out: torch.Tensor | None = None) -> torch.Tensor:
     """A float32 tensor of `shape` drawn from `init` by a generator seeded with `seed`.
 
     Drawn on `device` (default CPU) with that device's generator: the same seed gives the
-    same tensor on the same kind of device.
+    same tensor on the same kind of device. `out`: a contiguous float32 tensor of `shape` on
+    `device` to draw into (the same values, one operation fewer).
     """
     if init not in _INITS:
         raise ValueError(f"unknown init '{init}'; known: {', '.join(INITS)}")
     shape = tuple(int(s) for s in shape)
     device = torch.device(device if device is not None else "cpu")
     generator = torch.Generator(device=device).manual_seed(seed)
-    # float32 whatever the default dtype, so a seed means one tensor (and checkpoints regenerate it)
-    return _INITS[init](torch.empty(shape, device=device, dtype=torch.float32), generator=generator)
+    if out is None:
+        # float32 whatever the default dtype, so a seed means one tensor (and checkpoints regenerate it)
+        out = torch.empty(shape, device=device, dtype=torch.float32)
+    elif out.shape != shape or out.dtype != torch.float32 or out.device != device or not out.is_contiguous():
+        raise ValueError("draw(out=...) needs a contiguous float32 tensor of the shape, on the device")
+    return _INITS[init](out, generator=generator)
 
 
 # -- the training-step clock ---------------------------------------------------------------------
@@ -165,3 +171,14 @@ def set_buffer_int(layer, name: str, value: int) -> None:
     buf = getattr(layer, name)
     buf.fill_(value)
     layer._bionas_state.setdefault("ints", {})[name] = ((buf._version, buf.data_ptr()), value)
+
+
+def increment_buffer_ints(layers, name: str) -> None:
+    """Add one to the integer buffer `name` of each layer, in one operation (no device sync)."""
+    if not layers:
+        return
+    values = [buffer_int(layer, name) + 1 for layer in layers]
+    buffers = [getattr(layer, name) for layer in layers]
+    torch._foreach_add_(buffers, 1)
+    for layer, buf, value in zip(layers, buffers, values):
+        layer._bionas_state["ints"][name] = ((buf._version, buf.data_ptr()), value)

@@ -102,6 +102,9 @@ class SearchRun:
         # Walking the supernet's parameters costs ~30 ms on the paper's space, and the set never
         # changes during a search (nothing toggles requires_grad; to() and load_state_dict keep them).
         self._weights = [p for p in self.supernet.weight_parameters() if p.requires_grad]
+        # runtime.compile: the forward at the alphas (every step of darts and egnas) is compiled; a forward
+        # at given mixing weights runs eagerly (their active candidates vary: one graph each).
+        self._compiled = torch.compile(self.supernet) if self.runtime.compile else None
 
     @property
     def device(self) -> torch.device:
@@ -117,7 +120,8 @@ class SearchRun:
     def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor, weights: Weights | None = None):
         """Cross-entropy (in float32) and logits of a batch, under the run's autocast."""
         with autocast(self.device, self.runtime.amp):
-            logits = self.supernet(self.images(x), weights)
+            forward = self._compiled if weights is None and self._compiled is not None else self.supernet
+            logits = forward(self.images(x), weights)
         return F.cross_entropy(logits.float(), y), logits
 
     def stateful(self) -> dict[str, Stateful]:
@@ -160,8 +164,9 @@ def sgd(run: SearchRun, options: WeightTrainingOptions):
     # timm (and torchvision under it) more than doubles the import time of torch: only a search pays it.
     from timm.scheduler import create_scheduler_v2
 
+    # foreach: a few operations for all weights, not a few per weight (CUDA's default; the same values)
     optimizer = torch.optim.SGD(run.weight_parameters(), lr=options.lr, momentum=options.momentum,
-                                weight_decay=options.weight_decay)
+                                weight_decay=options.weight_decay, foreach=True)
     scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=options.epochs, min_lr=options.lr_min)
     return optimizer, scheduler
 

@@ -20,6 +20,7 @@ from bionas.rules import OutputTap
 from bionas.space.blocks import Normalize, channel_shuffle, num_edges, preprocess, reduction_cells, stem
 from bionas.space.candidates import SearchSpace
 from bionas.space.genotype import CELL_TYPES, Genotype, derive_genotype
+from bionas.space.stacking import Stack, batched_pass, stack_groups, stacks_pay, sum_candidates
 from bionas.spec import partial_channel_errors
 
 ALPHA_INIT_SCALE = 1e-3  # DARTS: alphas = 1e-3 * randn (PC-DARTS: betas likewise)
@@ -32,7 +33,10 @@ class _Plan:
     identity: list[int]  # candidates that are the identity: computed once, their weights summed
     from_relu: list[int]  # candidates that start with a ReLU: share one ReLU of the input
     plain: list[int]  # the rest, run as they are
+    stacks: list[Stack]  # rule variants of one op run as one computation (bionas.space.stacking)
+    factor_index: list[torch.Tensor]  # per stack: its candidates' indices, each repeated over its channels
     selector: torch.Tensor  # (outputs x candidates) 0/1: output weights = selector @ weights
+    shares_relu: bool  # some output starts from the shared ReLU
 
 
 class MixedEdge(nn.Module):
@@ -42,18 +46,24 @@ class MixedEdge(nn.Module):
     (its term is 0); identical identities (skip_connect at stride 1 under
     several rules) run once with their weights summed; the leading ReLU that
     most candidates share is computed once; candidates outside `active` (zero
-    weight in a one-hot architecture) are not run. With partial channels K,
+    weight in a one-hot architecture) are not run; the rule variants of one op
+    run as one stacked computation (bionas.space.stacking; `rule_batching`
+    False runs them one by one). With partial channels K,
     only the first 1/K of the channels are mixed; the rest pass by (max-pooled
     at stride 2) and the channels are shuffled (PC-DARTS).
     """
 
-    def __init__(self, space: SearchSpace, channels: int, stride: int, partial_channels: int = 1):
+    def __init__(self, space: SearchSpace, channels: int, stride: int, partial_channels: int = 1,
+                 rule_batching: bool = True):
         super().__init__()
         self.stride = stride
         self.partial_channels = partial_channels
+        self.rule_batching = rule_batching
+        self.op_channels = channels // partial_channels  # what every candidate takes and gives
         n = space.num_candidates
         self.ops = nn.ModuleList(space.build_candidate(i, channels // partial_channels, stride) for i in range(n))
         self.zero = [space.is_zero(i) for i in range(n)]
+        self.stacking = [space.ops[c.op].stacking for c in space.candidates]  # each candidate's op's form
         self.default_active = tuple(i for i in range(n) if not self.zero[i])
         self._plans: dict[tuple, _Plan] = {}
 
@@ -62,7 +72,10 @@ class MixedEdge(nn.Module):
 
         Returns None when nothing but zero ops is active and channels are not partial.
         """
-        active = self.default_active if active is None else tuple(active)
+        with batched_pass():  # a no-op inside the supernet's own pass
+            return self._forward(x, weights, self.default_active if active is None else tuple(active))
+
+    def _forward(self, x: torch.Tensor, weights: torch.Tensor, active: tuple):
         if self.partial_channels == 1:
             return self._mix(x, weights, active)
         k = x.shape[1] // self.partial_channels
@@ -83,32 +96,48 @@ class MixedEdge(nn.Module):
     def _mix(self, x: torch.Tensor, weights: torch.Tensor, active: tuple) -> torch.Tensor | None:
         plan = self._plan(active, weights)
         outputs = [x] if plan.identity else []
-        if plan.from_relu:
-            relu_x = F.relu(x)
-            outputs += [self.ops[i].from_relu(relu_x) for i in plan.from_relu]
+        relu_x = F.relu(x) if plan.shares_relu else None
+        outputs += [self.ops[i].from_relu(relu_x) for i in plan.from_relu]
         outputs += [self.ops[i](x) for i in plan.plain]
-        if not outputs:
+        if not outputs and not plan.stacks:
             return None
-        mixing = plan.selector @ weights  # one weight per output (the identities' summed)
-        # A running sum: faster here than stacking the outputs and contracting them, and it
-        # keeps no stacked copy of all outputs for the backward pass.
-        total = outputs[0] * mixing[0]
-        for j in range(1, len(outputs)):
-            total = total + outputs[j] * mixing[j]
+        total = None
+        if outputs:
+            mixing = plan.selector @ weights  # one weight per output (the identities' summed)
+            # A running sum: faster here than stacking the outputs and contracting them, and it
+            # keeps no stacked copy of all outputs for the backward pass.
+            for j, out in enumerate(outputs):
+                total = out * mixing[j] if total is None else total + out * mixing[j]
+        for (form, members, from_relu), index in zip(plan.stacks, plan.factor_index):
+            # each candidate's output comes times its weight (folded into its last layer): their sum is the mix
+            factors = weights.index_select(0, index)
+            scaled = form.forward([self.ops[i] for i in members], relu_x if from_relu else x, from_relu, factors)
+            out = sum_candidates(scaled, len(members), x)
+            total = out if total is None else total + out
         return total
 
     def _plan(self, active: tuple, weights: torch.Tensor) -> _Plan:
-        key = (active, weights.device, weights.dtype)
+        batching = self.rule_batching and stacks_pay(weights.device)
+        key = (active, weights.device, weights.dtype, batching)
         if key not in self._plans:
             live = [i for i in active if not self.zero[i]]
             identity = [i for i in live if isinstance(self.ops[i], nn.Identity)]
-            from_relu = [i for i in live if starts_with_relu(self.ops[i])]
-            plain = [i for i in live if i not in identity and i not in from_relu]
+            rest = [i for i in live if i not in identity]
+            relu_first = {i: starts_with_relu(self.ops[i]) for i in rest}
+            stacks = []
+            if batching:
+                stacks = stack_groups({i: self.ops[i] for i in rest}, dict(enumerate(self.stacking)), relu_first)
+            stacked = {i for _, members, _ in stacks for i in members}
+            from_relu = [i for i in rest if relu_first[i] and i not in stacked]
+            plain = [i for i in rest if not relu_first[i] and i not in stacked]
             groups = ([identity] if identity else []) + [[i] for i in from_relu + plain]
             selector = torch.zeros(len(groups), len(self.ops), dtype=weights.dtype, device=weights.device)
             for row, group in enumerate(groups):
                 selector[row, group] = 1.0
-            self._plans[key] = _Plan(identity, from_relu, plain, selector)
+            index = [torch.tensor(members, device=weights.device).repeat_interleave(self.op_channels)
+                     for _, members, _ in stacks]
+            shares_relu = bool(from_relu) or any(from_relu for _, _, from_relu in stacks)
+            self._plans[key] = _Plan(identity, from_relu, plain, stacks, index, selector, shares_relu)
         return self._plans[key]
 
 
@@ -223,10 +252,11 @@ class Supernet(nn.Module):
         candidates of weight exactly 0 are not computed (a one-hot row runs one candidate).
         """
         mixing = {kind: self._mixing(kind, weights) for kind in CELL_TYPES}
-        s0 = s1 = self.stem(self.normalize(x))
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, *mixing["reduce" if cell.reduction else "normal"])
-        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        with batched_pass():  # the rule-batched layers' feedback and statistics, made together at its end
+            s0 = s1 = self.stem(self.normalize(x))
+            for cell in self.cells:
+                s0, s1 = s1, cell(s0, s1, *mixing["reduce" if cell.reduction else "normal"])
+            logits = self.classifier(self.global_pooling(s1).flatten(1))
         return self.output_tap(logits)
 
     def _mixing(self, kind: str, weights: dict[str, torch.Tensor] | None):

@@ -1,7 +1,9 @@
 """First-party search-space operations: DARTS's eight (quark0/darts cnn/operations.py).
 
 Every conv of a parametric op learns by the rule it is built with, including
-the FactorizedReduce of skip_connect at stride 2. Built for the supernet
+the FactorizedReduce of skip_connect at stride 2. The supernet runs the rule
+variants of sep_conv, dil_conv and skip_connect (stride 2) of an edge stacked
+(`stacking`, bionas.space.stacking). Built for the supernet
 (affine=False), BatchNorm has no affine parameters and pooling is followed by
 a BatchNorm, as in DARTS's search model.
 
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 import bionas
+from bionas.space.stacking import FactorizedReduceStack, SequentialStack
 
 
 class Zero(nn.Module):
@@ -84,6 +87,7 @@ class SkipConnect(DartsOperation):
     # The paper's space has no (skip_connect, fa): LR-NAS BioNAS-DARTS/genotypes.py PRIMITIVES lists
     # skip_connect only with usf, frsf and brsf, which with the rest makes its 22 candidates.
     default_exclude = ("fa",)
+    stacking = FactorizedReduceStack  # at stride 2; identities at stride 1 run once anyway
 
     def build(self, channels, stride, rule, affine):
         if stride == 1:
@@ -98,6 +102,7 @@ def _depthwise(channels: int, kernel: int, stride: int, dilation: int) -> nn.Con
 
 class _SepConv(DartsOperation):
     kernel: ClassVar[int]
+    stacking = SequentialStack
 
     def build(self, channels, stride, rule, affine):
         # Twice [ReLU, depthwise kxk, pointwise 1x1, BN]; the stride on the first depthwise conv.
@@ -126,6 +131,7 @@ class SepConv5x5(_SepConv):
 
 class _DilConv(DartsOperation):
     kernel: ClassVar[int]
+    stacking = SequentialStack
 
     def build(self, channels, stride, rule, affine):
         layers = [

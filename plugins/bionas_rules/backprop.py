@@ -12,6 +12,7 @@ class Backprop(LearningRule):
     name = "bp"
     description = "Backpropagation: the true gradient (layers stay plain, with no overhead)."
     backprop = True  # the rule of the fixed layers in the default space
+    stackable = True  # plain layers: the supernet stacks them with B = W
 
     class Options(PluginOptions):
         pass

@@ -23,7 +23,16 @@ from torch import nn
 
 from bionas import FeedbackRule, PluginOptions
 from bionas.rules import add_buffer
-from bionas.rules.seeding import buffer_int, draw, fans, layer_seed, mix, new_training_step, set_buffer_int
+from bionas.rules.seeding import (
+    buffer_int,
+    draw,
+    fans,
+    increment_buffer_ints,
+    layer_seed,
+    mix,
+    new_training_step,
+    set_buffer_int,
+)
 
 
 class WeightInitOptions(PluginOptions):
@@ -95,8 +104,18 @@ class UniformSignFeedback(ReferenceInit, FeedbackRule):
         w = layer.weight
         if self.options.scale == "unit":
             return torch.sign(w)
+        return torch.sign(w) * self._scale(w)
+
+    def feedback_many(self, layers):
+        signs = torch._foreach_sign([layer.weight for layer in layers])
+        if self.options.scale == "unit":
+            return signs
+        return torch._foreach_mul(signs, [self._scale(layer.weight) for layer in layers])
+
+    @staticmethod
+    def _scale(w: torch.Tensor) -> float:
         fan_in, fan_out = fans(w.shape)
-        return torch.sign(w) * math.sqrt(2.0 / (fan_in + fan_out))
+        return math.sqrt(2.0 / (fan_in + fan_out))
 
 
 class FixedRandomSignFeedback(ReferenceInit, FeedbackRule):
@@ -112,6 +131,10 @@ class FixedRandomSignFeedback(ReferenceInit, FeedbackRule):
 
     def feedback(self, layer: nn.Module) -> torch.Tensor:
         return layer.feedback_magnitude * torch.sign(layer.weight)
+
+    def feedback_many(self, layers):
+        signs = torch._foreach_sign([layer.weight for layer in layers])
+        return torch._foreach_mul([layer.feedback_magnitude for layer in layers], signs)
 
 
 class BatchRandomSignFeedback(ReferenceInit, FeedbackRule):
@@ -162,15 +185,36 @@ class BatchRandomSignFeedback(ReferenceInit, FeedbackRule):
             set_buffer_int(layer, "feedback_step", buffer_int(layer, "feedback_step") + 1)
         return self.effective_feedback(layer)
 
+    def feedback_many(self, layers):
+        # As feedback() per layer, with one operation (not one per layer) where it can.
+        increment_buffer_ints([layer for layer in layers if self._new_step(layer)], "feedback_step")
+        magnitudes = [self._magnitude(layer, fresh_abs=False) for layer in layers]
+        fresh = [m for m, done in magnitudes if not done]
+        if fresh:
+            torch._foreach_abs_(fresh)  # |R| of this step's new draws
+        signs = torch._foreach_sign([layer.weight for layer in layers])
+        return torch._foreach_mul([m for m, _ in magnitudes], signs)
+
     def effective_feedback(self, layer: nn.Module) -> torch.Tensor:
         # The B of the current step, without advancing it: alignment() reads this between
         # a step and a checkpoint, and must not shift the draw the saved run continues with.
+        return self._magnitude(layer)[0] * torch.sign(layer.weight)
+
+    def _magnitude(self, layer: nn.Module, fresh_abs: bool = True) -> tuple[torch.Tensor, bool]:
+        """(|R| of the current step, cached in the layer's state; whether it is final). A fresh draw
+        with fresh_abs=False is R itself, which the caller turns into |R| in place."""
         w = layer.weight
         state = layer._bionas_state
         step = buffer_int(layer, "feedback_step")
         cached = state.get("magnitude")
-        if cached is None or cached[0] != step or cached[1].device != w.device or cached[1].dtype != w.dtype:
-            seed = mix(buffer_int(layer, "feedback_seed"), step)
-            magnitude = draw(w.shape, seed, self.options.init, device=w.device).abs_()
-            cached = state["magnitude"] = (step, magnitude.to(w.device, w.dtype))
-        return cached[1] * torch.sign(w)
+        if cached is not None and cached[0] == step and cached[1].device == w.device and cached[1].dtype == w.dtype:
+            return cached[1], True
+        seed = mix(buffer_int(layer, "feedback_seed"), step)
+        reuse = cached is not None and cached[1].device == w.device and cached[1].dtype == torch.float32 == w.dtype
+        # the last step's |R| is only read through products made from it: draw the new R into it
+        magnitude = draw(w.shape, seed, self.options.init, w.device, out=cached[1] if reuse else None)
+        magnitude = magnitude.to(w.device, w.dtype)
+        if fresh_abs:
+            magnitude.abs_()
+        state["magnitude"] = (step, magnitude)
+        return magnitude, fresh_abs

@@ -28,7 +28,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
 from bionas import LearningRule, PluginOptions
-from bionas.rules import RuleModuleMixin, attach, is_layer, plain_forward
+from bionas.rules import RuleModuleMixin, attach, is_layer, plain_forward, weight_gradients_enabled
 
 _local = threading.local()
 
@@ -123,7 +123,8 @@ class PredictiveCoding(LearningRule):
         return self._infer(module, args[0], lambda x_in, rec: plain_forward(module, x_in))
 
     def _infer(self, root: nn.Module, x: torch.Tensor, body) -> torch.Tensor:
-        params = [p for p in root.parameters() if p.requires_grad]
+        # Under no_weight_gradients() the inference sends the module's input error only.
+        params = [p for p in root.parameters() if p.requires_grad] if weight_gradients_enabled() else []
         return _Inference.apply(x, self, body, *params)
 
     def effective_feedback(self, layer: nn.Module) -> torch.Tensor:

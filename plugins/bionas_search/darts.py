@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from bionas.rules import exact_gradients, hold_feedback
+from bionas.rules import exact_gradients, hold_feedback, no_weight_gradients
 from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, batches, optimizer_step, weight_step
 
 HVP_R = 0.01  # DARTS: eps = 0.01 / |v|
@@ -83,7 +83,8 @@ def unrolled_arch_gradients(
             with torch.no_grad():  # w = w0 + sign * eps * v
                 torch._foreach_copy_(weights, saved)
                 torch._foreach_add_(weights, torch._foreach_mul(v, sign * eps))
-            grads = torch.autograd.grad(loss_fn(*train_batch), arch, allow_unused=True)
+            with no_weight_gradients():  # these passes differentiate the alphas only
+                grads = torch.autograd.grad(loss_fn(*train_batch), arch, allow_unused=True)
             differences.append([torch.zeros_like(a) if g is None else g for a, g in zip(arch, grads)])
         return [d - xi * (p - n) / (2 * eps) for d, p, n in zip(d_arch, *differences)]
     finally:
@@ -141,7 +142,8 @@ class Darts(EpochSearch):
         arch_optimizer.zero_grad(set_to_none=True)
         with exact:
             if self.options.order == "first":
-                loss, _ = run.loss_and_logits(*valid_batch)
+                with no_weight_gradients():  # the rule layers compute no weight gradient for this step
+                    loss, _ = run.loss_and_logits(*valid_batch)
                 loss.backward(inputs=arch)
             else:
                 grads = self.unrolled(run, train_batch, valid_batch, lr)

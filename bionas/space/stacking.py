@@ -1,0 +1,531 @@
+"""Rule-batched candidates: the rule variants of one op on an edge, run as one computation.
+
+The candidates of an edge that share an operation and differ only in a feedback
+rule (fa, usf, brsf, frsf, bp, a plugin FeedbackRule) have the same shapes and
+the same input. Each layer of them runs once for all G of them: the weights
+concatenated on the output axis (a depthwise conv becomes one with groups over
+the stacked channels, a 1x1 conv a grouped one), the feedback tensors
+concatenated likewise (each from its own rule's `feedback(layer)`, so every
+input gradient goes through its own rule's B, all in one transposed
+convolution), one BatchNorm over the stacked channels whose running statistics
+go back to each candidate's own buffers. The output is the G candidates'
+outputs side by side on the channel axis; the edge mixes them with one weighted
+reduction.
+
+Nothing about the candidates changes: their modules, parameters, buffers and
+state_dict stay as they are (the stacked tensors are made at each forward), so
+a derived network loads the same weights, and outputs and gradients equal the
+per-candidate ones to float rounding. An op opts in with `Operation.stacking`
+(a StackedForm); a rule with `LearningRule.stackable` (true for FeedbackRule,
+whose whole contract is `feedback(layer)`, and for bp, whose layers stay plain).
+Candidates of another rule (dfa, hebbian, pc) or op run one by one, as does a
+group with fewer than MIN_STACK active candidates.
+
+Within one `batched_pass()` (a supernet's forward is one) the feedback tensors
+of all stacked layers are made together when the pass ends, each rule's at once
+(`FeedbackRule.feedback_many`), and the BatchNorm statistics are written back
+in one operation: a few kernels per pass instead of a few per layer. The
+feedback is only read by the backward, so this changes no value: each rule
+still sees the state it would have seen at the layer (nothing steps an
+optimizer inside a forward pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Hashable, Iterator, Sequence
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bionas.rules.layers import (
+    conv_geometry,
+    local_gradients,
+    recorded_parameter,
+    rule_of,
+    weight_gradients_enabled,
+    wrap_problem,
+)
+from bionas.ops import FactorizedReduce
+
+# Rewrites of torch's slow CPU kernels (working_format, _undilated): they change no value. False
+# runs the CPU as a GPU runs (benchmarks/search_cost.py counts a GPU's operators that way).
+CPU_REWRITES = True
+
+# The fewest active candidates of a group that run stacked: one alone runs as it is (a one-hot
+# row runs one candidate); two already halve the kernels (benchmarks/search_cost.py).
+MIN_STACK = 2
+
+# Forward-only passes (no gradient: EG-NAS's population scoring, validation) run stacked on the CPU too
+# (True) or one candidate at a time there (False). Measured on the CPU (benchmarks/search_cost.py, its
+# forward-only column), stacking such passes was no cheaper; with gradients it was (there the backward,
+# twice the forward, is batched too). Off the CPU forward-only passes stack: a GPU pays per kernel launch.
+STACK_FORWARD_ONLY_ON_CPU = False
+
+_local = threading.local()
+# module -> {name: (identity of the concatenated tensors, their concatenation, its chunks)}
+_concatenations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# first layer of a stacked conv -> (its stacked feedback tensor, the part per layer, the slot that reads it)
+_feedback_buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _identity(tensors: Sequence[torch.Tensor]) -> tuple:
+    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+
+
+def concatenated(owner: nn.Module, name: str, tensors: Sequence[torch.Tensor],
+                 parts: bool = False) -> tuple[torch.Tensor, tuple | None]:
+    """(torch.cat(tensors), with `parts` its views one per tensor): made again only after one of the
+    tensors changed (a weight after an optimizer step, a buffer after load_state_dict) or was
+    replaced. Not recorded by autograd. Cached under (owner, name) for as long as `owner` lives."""
+    identity = _identity(tensors)
+    cache = _concatenations.setdefault(owner, {})
+    hit = cache.get(name)
+    if hit is None or hit[0] != identity:
+        with torch.no_grad():
+            stacked = torch.cat(list(tensors))
+        hit = cache[name] = (identity, stacked, None)
+    if parts and hit[2] is None:
+        hit = cache[name] = (*hit[:2], hit[1].split([t.shape[0] for t in tensors]))
+    return hit[1], hit[2]
+
+
+class _Feedback:
+    """The stacked feedback tensor of one stacked conv, filled in when its pass ends."""
+
+    __slots__ = ("layers", "ruled", "value", "__weakref__")
+
+    def __init__(self, layers: Sequence[nn.Conv2d], ruled: Sequence[bool]):
+        self.layers, self.ruled, self.value = layers, ruled, None
+
+
+class _Pass:
+    """What the stacked layers of one forward pass leave for its end."""
+
+    def __init__(self) -> None:
+        self.feedback: list[_Feedback] = []
+        self.counters: list[torch.Tensor] = []  # BatchNorm num_batches_tracked to advance by one
+        self.targets: list[torch.Tensor] = []  # BatchNorm running statistics ...
+        self.sources: list[torch.Tensor] = []  # ... and the updated values to copy into them
+        # their concatenations (owner, name, tensors, concatenation, chunks), valid again once copied
+        self.written: list[tuple[nn.Module, str, list[torch.Tensor], torch.Tensor, tuple]] = []
+
+    def finish(self) -> None:
+        with torch.no_grad():
+            _make_feedback(self.feedback)
+            if self.counters:
+                torch._foreach_add_(self.counters, 1)
+            if self.targets:
+                torch._foreach_copy_(self.targets, self.sources)
+            for owner, name, tensors, stacked, chunks in self.written:
+                _concatenations[owner][name] = (_identity(tensors), stacked, chunks)
+
+
+@contextlib.contextmanager
+def batched_pass() -> Iterator[None]:
+    """One forward pass of stacked layers: their feedback tensors and BatchNorm statistics are made
+    and written when it ends. Nests (the outermost pass collects); Supernet.forward opens one."""
+    if getattr(_local, "current", None) is not None:
+        yield
+        return
+    current = _local.current = _Pass()
+    try:
+        yield
+        current.finish()
+    finally:
+        _local.current = None
+
+
+def _pending() -> _Pass | None:
+    return getattr(_local, "current", None)
+
+
+def _make_feedback(slots: Sequence[_Feedback]) -> None:
+    """Fill the slots: each rule's feedback for all its layers at once, copied into the slots' stacked tensors."""
+    if not slots:
+        return
+    by_rule: dict[int, tuple[object, dict[int, nn.Module]]] = {}
+    for slot in slots:
+        for layer, ruled in zip(slot.layers, slot.ruled):
+            if ruled:
+                rule = rule_of(layer)
+                by_rule.setdefault(id(rule), (rule, {}))[1][id(layer)] = layer
+    made = {}
+    for rule, layers in by_rule.values():
+        made.update(zip(layers, rule.feedback_many(list(layers.values()))))
+    targets, sources = [], []
+    for slot in slots:
+        slot.value, parts = _feedback_buffer(slot)
+        targets += parts
+        sources += [made[id(l)] if r else l.weight for l, r in zip(slot.layers, slot.ruled)]
+    torch._foreach_copy_(targets, sources)  # all the stacked feedback of the pass in one operation
+
+
+def _feedback_buffer(slot: _Feedback) -> tuple[torch.Tensor, tuple]:
+    """(the stacked feedback tensor for the slot, its part per layer): the one its conv had last
+    time, unless a graph that still exists reads that one (then a new one)."""
+    owner, weights = slot.layers[0], [layer.weight for layer in slot.layers]
+    shape = (sum(w.shape[0] for w in weights), *weights[0].shape[1:])
+    hit = _feedback_buffers.get(owner)
+    if (hit is None or hit[2]() is not None or hit[0].shape != shape or hit[0].dtype != weights[0].dtype
+            or hit[0].device != weights[0].device):
+        buffer = torch.empty(shape, dtype=weights[0].dtype, device=weights[0].device)
+        hit = (buffer, buffer.split([w.shape[0] for w in weights]), None)
+    _feedback_buffers[owner] = (hit[0], hit[1], weakref.ref(slot))
+    return hit[0], hit[1]
+
+
+class _StackedConv(torch.autograd.Function):
+    """F.conv2d with the weights concatenated; the input gradient through the stacked feedback, the
+    weights' local gradients split back to each weight (one split, not one slice per weight)."""
+
+    @staticmethod
+    def forward(ctx, x, owner, bias, geometry, feedback, keep, *weights):
+        weight = concatenated(owner, "weight", weights)[0]
+        ctx.geometry, ctx.feedback, ctx.keep, ctx.has_bias = geometry, feedback, keep, bias is not None
+        ctx.sizes = [w.shape[0] for w in weights]
+        ctx.save_for_backward(x, weight if feedback is None else None)
+        return F.conv2d(x, weight, bias, *geometry)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
+        need_w = [need and keep for need, keep in zip(ctx.needs_input_grad[6:], ctx.keep)]
+        send = weight if ctx.feedback is None else ctx.feedback.value
+        if send is None:
+            raise RuntimeError("a stacked conv's feedback was never made: its forward pass did not finish")
+        if grad.dtype != x.dtype:  # autocast: compute in the input's precision, as rule layers do
+            grad = grad.to(x.dtype)
+        if _channels_last(x) and not grad.is_contiguous(memory_format=torch.channels_last):
+            # convolution_backward on the CPU corrupts memory when these two differ (torch 2.x, oneDNN)
+            grad = grad.contiguous(memory_format=torch.channels_last)
+        if send.dtype != x.dtype:
+            send = send.to(x.dtype)
+        gx, gw, gb = local_gradients(grad, x, send, ctx.geometry, ctx.has_bias, (need_x, any(need_w), need_b))
+        gws = gw.split(ctx.sizes) if gw is not None else [None] * len(need_w)
+        return gx, None, gb, None, None, None, *(g if need else None for g, need in zip(gws, need_w))
+
+
+def _ruled(layer: nn.Module) -> bool:
+    """The layer's forward goes through its rule now (not plain, not inside exact_gradients)."""
+    return rule_of(layer) is not None and not layer.__dict__.get("_bionas_exact", 0)
+
+
+def stackable_rule(module: nn.Module) -> bool:
+    """The module's rule (None: plain, i.e. bp) lets it run in a stacked group."""
+    rule = rule_of(module)
+    return rule is None or bool(getattr(rule, "stackable", False))
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def working_format(x: torch.Tensor) -> torch.memory_format:
+    """The memory format stacked layers run in: channels_last on the CPU (torch's CPU kernels for
+    depthwise and grouped convolutions are several times faster in it), else x's own."""
+    cpu = x.device.type == "cpu" and CPU_REWRITES
+    return torch.channels_last if cpu or _channels_last(x) else torch.contiguous_format
+
+
+def repeat_channels(x: torch.Tensor, times: int, memory_format: torch.memory_format | None = None) -> torch.Tensor:
+    """`times` copies of x side by side on the channel axis, in `memory_format` (default x's)."""
+    if memory_format is torch.channels_last or (memory_format is None and _channels_last(x)):
+        nhwc = x.permute(0, 2, 3, 1).unsqueeze(3).expand(-1, -1, -1, times, -1)
+        return nhwc.flatten(3).permute(0, 3, 1, 2)
+    return x.repeat(1, times, 1, 1)
+
+
+def scale_candidates(stacked: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """`stacked` times one factor per channel (for a form whose last layer cannot apply them)."""
+    return stacked * factors.view(1, -1, 1, 1)
+
+
+def sum_candidates(stacked: torch.Tensor, count: int, like: torch.Tensor) -> torch.Tensor:
+    """The sum of the `count` candidates' outputs side by side in `stacked`, in `like`'s memory format."""
+    n, c, h, w = stacked.shape
+    if _channels_last(stacked):
+        out = stacked.permute(0, 2, 3, 1).unflatten(3, (count, c // count)).sum(3).permute(0, 3, 1, 2)
+        return out if _channels_last(like) else out.contiguous()
+    return stacked.view(n, count, c // count, h, w).sum(1)
+
+
+def stacked_conv(layers: Sequence[nn.Conv2d], x: torch.Tensor, shared: bool, subsampled: bool = False) -> torch.Tensor:
+    """The outputs of same-shaped convs side by side on the channel axis, by one convolution.
+
+    `x` is the layers' common input (`shared`; only for groups=1 convs) or their inputs side
+    by side; `subsampled`: 1x1 convs without padding whose input was already taken at their
+    stride (x[:, :, ::s, ::s]), run at stride 1. A layer with a rule sends its input gradient
+    through its rule's feedback(layer), a plain one through its weight; weights and biases get
+    their ordinary local gradients (a rule layer's none under `no_weight_gradients()`).
+    """
+    first, count = layers[0], len(layers)
+    x, (stride, padding, dilation, groups) = conv_geometry(first, x)
+    if subsampled:
+        if first.kernel_size != (1, 1) or padding != (0, 0):
+            raise ValueError("subsampled=True is for 1x1 convs without padding")
+        stride = (1, 1)
+    if not shared:
+        groups *= count
+    elif groups != 1:
+        raise ValueError("a shared input stacks only convs with groups=1: repeat it first")
+    geometry = (stride, padding, dilation, groups)
+    undilated = _undilated(x, first.kernel_size, geometry)
+    if undilated is not None:
+        x, geometry, finish = undilated
+        return finish(_stacked_conv(layers, x, geometry))
+    return _stacked_conv(layers, x, geometry)
+
+
+def _stacked_conv(layers: Sequence[nn.Conv2d], x: torch.Tensor, geometry) -> torch.Tensor:
+    first, count = layers[0], len(layers)
+    if not torch.is_grad_enabled():
+        bias = torch.cat([l.bias for l in layers]) if first.bias is not None else None
+        return F.conv2d(x, concatenated(first, "weight", [l.weight for l in layers])[0], bias, *geometry)
+    ruled = [_ruled(layer) for layer in layers]
+    # which weights get a gradient: a rule layer's none under no_weight_gradients() (as rule_forward's
+    # detached weight, without a detach per weight)
+    keep = (True,) * count if weight_gradients_enabled() else tuple(not r for r in ruled)
+    bias = None
+    if first.bias is not None:
+        bias = torch.cat([recorded_parameter(l.bias) if r else l.bias for l, r in zip(layers, ruled)])
+    feedback = None
+    if any(ruled):
+        feedback = _Feedback(layers, ruled)
+        pending = _pending()
+        if pending is not None:
+            pending.feedback.append(feedback)
+        else:
+            with torch.no_grad():
+                _make_feedback([feedback])
+    return _StackedConv.apply(x, first, bias, geometry, feedback, keep, *(layer.weight for layer in layers))
+
+
+def _undilated(x: torch.Tensor, kernel: tuple[int, int], geometry):
+    """On the CPU, a dilated convolution as an undilated one, or None: (input, geometry, what turns
+    the output into the dilated convolution's). torch's CPU backward of dilated depthwise
+    convolutions is several times slower than the undilated one. Dilation d with stride d is the
+    undilated convolution of every d-th pixel; with stride 1, of each of the d x d pixel phases
+    (moved into the batch) separately. Other cases, and other devices, return None."""
+    (sh, sw), (ph, pw), (dh, dw), groups = geometry
+    n, _, h, w = x.shape
+    if x.device.type != "cpu" or not CPU_REWRITES or dh != dw or dh == 1 or ph % dh or pw % dw:
+        return None
+    d = dh
+    inner = ((1, 1), (ph // d, pw // d), (1, 1), groups)
+    if (sh, sw) == (d, d):
+        out = [(size + 2 * pad - d * (k - 1) - 1) // d + 1 for size, pad, k in zip((h, w), (ph, pw), kernel)]
+        inside = [-(-size // d) + 2 * (pad // d) - (k - 1) for size, pad, k in zip((h, w), (ph, pw), kernel)]
+        return (x[:, :, ::d, ::d], inner, lambda y: y) if out == inside else None
+    if (sh, sw) == (1, 1) and h % d == 0 and w % d == 0:
+        return _to_phases(x, d), inner, lambda y: _from_phases(y, d, n)
+    return None
+
+
+def _to_phases(x: torch.Tensor, d: int) -> torch.Tensor:
+    """(N, C, H, W) -> (d d N, C, H/d, W/d), phase (a, b) holding x[:, :, a::d, b::d]; channels_last."""
+    n, c, h, w = x.shape
+    phases = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c).permute(2, 4, 0, 1, 3, 5)
+    return phases.reshape(d * d * n, h // d, w // d, c).permute(0, 3, 1, 2)
+
+
+def _from_phases(y: torch.Tensor, d: int, n: int) -> torch.Tensor:
+    """The inverse of _to_phases."""
+    _, c, h, w = y.shape
+    pixels = y.permute(0, 2, 3, 1).reshape(d, d, n, h, w, c).permute(2, 3, 0, 4, 1, 5)
+    return pixels.reshape(n, h * d, w * d, c).permute(0, 3, 1, 2)
+
+
+def stacked_batch_norm(norms: Sequence[nn.BatchNorm2d], x: torch.Tensor,
+                       factors: torch.Tensor | None = None) -> torch.Tensor:
+    """Same-shaped BatchNorm2d layers over their inputs side by side, by one batch_norm call.
+
+    As each layer's own forward: training mode normalizes by batch statistics and updates each
+    layer's running statistics and batch count; eval mode uses the running statistics.
+    `factors`: the output times one factor per channel, folded into the normalization's affine
+    weight (their gradient comes from batch_norm's own backward).
+    """
+    first, count = norms[0], len(norms)
+    if first.momentum is None:  # a cumulative average: each layer's factor is its own batch count
+        y = torch.cat([bn(part) for bn, part in zip(norms, x.chunk(count, 1))], 1)
+        return y if factors is None else scale_candidates(y, factors)
+    pending = _pending() or _Pass()
+    if first.training and first.track_running_stats and first.num_batches_tracked is not None:
+        pending.counters += [bn.num_batches_tracked for bn in norms]
+    stats = first.running_mean is not None and (not first.training or first.track_running_stats)
+    mean = var = None
+    if stats:  # the concatenated statistics stay valid from one pass to the next
+        means, vars_ = [bn.running_mean for bn in norms], [bn.running_var for bn in norms]
+        mean, mean_parts = concatenated(first, "running_mean", means, parts=True)
+        var, var_parts = concatenated(first, "running_var", vars_, parts=True)
+    weight = torch.cat([bn.weight for bn in norms]) if first.weight is not None else None
+    bias = torch.cat([bn.bias for bn in norms]) if first.bias is not None else None
+    if factors is not None:  # f (a x^ + b) = (f a) x^ + f b
+        weight = factors if weight is None else weight * factors
+        bias = None if bias is None else bias * factors
+    batch_stats = first.training or first.running_mean is None
+    y = F.batch_norm(x, mean, var, weight, bias, batch_stats, first.momentum, first.eps)
+    if stats and batch_stats:  # batch_norm updated the concatenations: back to each layer's buffers
+        pending.targets += [*means, *vars_]
+        pending.sources += [*mean_parts, *var_parts]
+        # not valid until then (a pass that fails on the way leaves the buffers as they were)
+        del _concatenations[first]["running_mean"], _concatenations[first]["running_var"]
+        pending.written += [(first, "running_mean", means, mean, mean_parts),
+                            (first, "running_var", vars_, var, var_parts)]
+    if pending is not _pending():
+        pending.finish()
+    return y
+
+
+class StackedForm:
+    """How same-shaped candidate modules of one op run as one computation (see the module docstring).
+
+    A subclass implements `key(module)`: None when the module cannot take part, else a hashable
+    equal for modules that stack together (their structure, shapes and settings); and
+    `forward(modules, x, from_relu, factors)`: the modules' outputs side by side on the channel
+    axis, candidate g in channels [g C, (g + 1) C), each equal to modules[g](x), times `factors`,
+    one per channel (candidate g's mixing weight on its C channels: the edge then sums the
+    candidates' parts; a form folds them into its last BatchNorm, or calls `scale_candidates`). With `from_relu` (only asked of forms that set
+    `starts_with_relu`, for modules that start with a ReLU), x has been through that ReLU
+    already (the edge shares it among its candidates). Build it from `stacked_conv`,
+    `stacked_batch_norm` and `repeat_channels`.
+    """
+
+    starts_with_relu: ClassVar[bool] = False
+
+    @classmethod
+    def key(cls, module: nn.Module) -> Hashable | None:
+        raise NotImplementedError
+
+    @classmethod
+    def forward(cls, modules: Sequence[nn.Module], x: torch.Tensor, from_relu: bool,
+                factors: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _conv_key(layer: nn.Module) -> Hashable | None:
+    if not isinstance(layer, nn.Conv2d) or wrap_problem(layer) is not None or not stackable_rule(layer):
+        return None
+    return ("conv", tuple(layer.weight.shape), layer.bias is None, layer.stride, layer.padding, layer.dilation,
+            layer.groups, layer.padding_mode)
+
+
+def _norm_key(layer: nn.Module) -> Hashable | None:
+    if type(layer) is not nn.BatchNorm2d:
+        return None
+    return ("bn", layer.num_features, layer.eps, layer.momentum, layer.affine, layer.track_running_stats)
+
+
+class SequentialStack(StackedForm):
+    """nn.Sequential modules (ReLUFirst included) of nn.ReLU, nn.Conv2d and nn.BatchNorm2d only:
+    sep_conv and dil_conv. A leading grouped conv (depthwise) gets the input repeated G times;
+    every later conv is grouped over the stacked channels."""
+
+    starts_with_relu = True
+
+    @classmethod
+    def key(cls, module: nn.Module) -> Hashable | None:
+        if not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward:
+            return None
+        if rule_of(module) is not None:  # a module-level rule (pc) runs the module as a whole
+            return None
+        parts = []
+        for layer in module:
+            part = ("relu",) if type(layer) is nn.ReLU else _conv_key(layer) or _norm_key(layer)
+            if part is None:
+                return None
+            parts.append(part)
+        return tuple(parts)
+
+    @classmethod
+    def forward(cls, modules, x, from_relu, factors):
+        count, shared, positions = len(modules), True, list(zip(*modules))
+        for i, position in enumerate(positions):
+            layer = position[0]
+            if isinstance(layer, nn.ReLU):
+                if not (i == 0 and from_relu):
+                    x = F.relu(x)
+                continue
+            if shared and not (isinstance(layer, nn.Conv2d) and layer.groups == 1):
+                x = repeat_channels(x, count, working_format(x))
+                shared = False
+            if isinstance(layer, nn.Conv2d):
+                x = stacked_conv(position, x, shared)
+            elif i == len(positions) - 1:  # the last BatchNorm applies the factors
+                return stacked_batch_norm(position, x, factors)
+            else:
+                x = stacked_batch_norm(position, x)
+            shared = False
+        return scale_candidates(repeat_channels(x, count) if shared else x, factors)
+
+
+class FactorizedReduceStack(StackedForm):
+    """bionas.space.FactorizedReduce (skip_connect at stride 2): both convs read the shared input."""
+
+    starts_with_relu = True
+
+    @classmethod
+    def key(cls, module: nn.Module) -> Hashable | None:
+        if type(module) is not FactorizedReduce or rule_of(module) is not None or type(module.relu) is not nn.ReLU:
+            return None
+        parts = (_conv_key(module.conv_1), _conv_key(module.conv_2), _norm_key(module.bn))
+        return None if None in parts else parts
+
+    @classmethod
+    def forward(cls, modules, x, from_relu, factors):
+        if not from_relu:
+            x = F.relu(x)
+        count = len(modules)
+        # Its 1x1 convs run at stride 1 on every other pixel, as FactorizedReduce runs them (bionas.ops).
+        first = stacked_conv([m.conv_1 for m in modules], x[:, :, ::2, ::2], shared=True, subsampled=True)
+        shifted = FactorizedReduce.shift(x)[:, :, ::2, ::2]
+        second = stacked_conv([m.conv_2 for m in modules], shifted, shared=True, subsampled=True)
+        return stacked_batch_norm([m.bn for m in modules], interleave(first, second, count), factors)
+
+
+def interleave(a: torch.Tensor, b: torch.Tensor, count: int) -> torch.Tensor:
+    """Channels [a_1 b_1 a_2 b_2 ...] of a = [a_1 ... a_count] and b likewise, in a's memory format."""
+    if _channels_last(a):
+        nhwc = torch.cat([a.permute(0, 2, 3, 1).unflatten(3, (count, -1)),
+                          b.permute(0, 2, 3, 1).unflatten(3, (count, -1))], dim=4)
+        return nhwc.flatten(3).permute(0, 3, 1, 2)
+    return torch.cat([a.unflatten(1, (count, -1)), b.unflatten(1, (count, -1))], dim=2).flatten(1, 2)
+
+
+Stack = tuple[type[StackedForm], list[int], bool]  # (form, candidate indices, from a shared ReLU)
+
+
+def stack_groups(modules: dict[int, nn.Module], forms: dict[int, type[StackedForm] | None],
+                 relu_first: dict[int, bool]) -> list[Stack]:
+    """The stacks among candidates (index -> module, its op's form, whether it starts with a ReLU):
+    candidates whose form accepts them with equal keys, MIN_STACK or more of them, in index order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, module in modules.items():
+        form = forms.get(i)
+        key = form.key(module) if form is not None else None
+        if key is not None:
+            groups.setdefault((form, key), []).append(i)
+    stacks = []
+    for (form, _), members in groups.items():
+        if len(members) >= MIN_STACK:
+            stacks.append((form, members, form.starts_with_relu and all(relu_first[i] for i in members)))
+    return stacks
+
+
+def stacks_pay(device: torch.device) -> bool:
+    """Whether the pass now running on `device` is one that runs rule variants stacked (STACK_FORWARD_ONLY_ON_CPU)."""
+    return torch.is_grad_enabled() or device.type != "cpu" or STACK_FORWARD_ONLY_ON_CPU
+
+
+def set_rule_batching(module: nn.Module, enabled: bool) -> nn.Module:
+    """Run the rule variants of every mixed edge inside `module` stacked (True, the default) or
+    one candidate at a time (False: as before rule batching; for comparisons). Returns `module`."""
+    for edge in module.modules():
+        if hasattr(edge, "rule_batching"):  # a MixedEdge (bionas.space.supernet imports this module)
+            edge.rule_batching = enabled
+    return module
