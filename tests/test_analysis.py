@@ -28,6 +28,14 @@ def finished_run(tmp_path_factory):
     return run(spec, tmp_path_factory.mktemp("analysis") / "run", quiet=True).run_dir
 
 
+def test_the_report_shows_the_supernets_validation_accuracy(finished_run):
+    records = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    accuracy = [r for r in records if r["stage"] == "search"][-1]["valid_accuracy"]  # when the genotype was taken
+    assert json.loads((finished_run / "search.json").read_text())["valid_accuracy"] == accuracy
+    assert json.loads((finished_run / "results.json").read_text())["search_valid_accuracy"] == accuracy
+    assert f"| supernet validation accuracy | {100 * accuracy:.2f}% " in (finished_run / "report.md").read_text()
+
+
 def test_gradvar_compares_searched_and_single_rules(finished_run):
     result = runner.invoke(build_app(), ["analyze", "gradvar", str(finished_run), "--batches", "4"])
     assert result.exit_code == 0, result.output

@@ -37,6 +37,9 @@ def render_report(spec, result, provenance: dict[str, Any], run_dir: RunDir) -> 
     ]
     if result.search_seconds is not None:
         lines.append(f"| search | `{spec.search.name}`, {result.search_seconds:.1f} s |")
+    if result.search_valid_accuracy is not None:
+        lines.append(f"| supernet validation accuracy | {_pct(result.search_valid_accuracy)} (architecture part, "
+                     "when the genotype was taken) |")
     if result.test_accuracy is not None:
         lines += [
             f"| parameters | {result.parameters:,} (auxiliary head excluded) |",
@@ -107,7 +110,8 @@ def refresh_report(run_dir) -> None:
     if run.path("model.json").exists():
         result.model = read_json(run.path("model.json"))
     if run.path("search.json").exists():
-        result.search_seconds = read_json(run.path("search.json"))["seconds"]
+        search = read_json(run.path("search.json"))
+        result.search_seconds, result.search_valid_accuracy = search["seconds"], search.get("valid_accuracy")
     if run.path("retrain.json").exists():
         retrain = read_json(run.path("retrain.json"))
         result.best_epoch, result.val_accuracy = retrain["best_epoch"], retrain["best_val_accuracy"]

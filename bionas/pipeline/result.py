@@ -19,6 +19,7 @@ class RunResult:
     genotype: Any = None  # bionas.space.Genotype
     model: dict[str, Any] | None = None  # a model run's model.json: model, rules, the rule of every layer
     search_seconds: float | None = None
+    search_valid_accuracy: float | None = None  # the supernet's, on the architecture part, when the genotype was taken
     best_epoch: int | None = None
     val_accuracy: float | None = None
     test_accuracy: float | None = None
@@ -28,7 +29,8 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         out = {"run_dir": str(self.run_dir), "stages": self.stages,
-               "genotype": str(self.genotype) if self.genotype else None, "search_seconds": self.search_seconds, "best_epoch": self.best_epoch,
+               "genotype": str(self.genotype) if self.genotype else None, "search_seconds": self.search_seconds,
+               "search_valid_accuracy": self.search_valid_accuracy, "best_epoch": self.best_epoch,
                "val_accuracy": self.val_accuracy, "test_accuracy": self.test_accuracy, "parameters": self.parameters}
         if self.model is not None:
             out["model"] = {"name": self.model["model"]["name"], "options": self.model["model"]["options"],

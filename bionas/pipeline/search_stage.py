@@ -31,7 +31,9 @@ class SearchStage:
         context, spec = self.context, self.context.spec
         if context.book.finished("search"):
             context.console.print("search: finished earlier, genotype.json reused")
-            context.result.search_seconds = read_json(context.path("search.json")).get("seconds")
+            info = read_json(context.path("search.json"))
+            context.result.search_seconds = info.get("seconds")
+            context.result.search_valid_accuracy = info.get("valid_accuracy")  # None in runs of earlier versions
             return Genotype.load(context.path("genotype.json"))
         if not self.allowed:
             raise BionasError("this command does not run the search, and the run has no genotype yet")
@@ -47,22 +49,31 @@ class SearchStage:
         checkpoint = context.book.checkpointer("search")
         context.console.print(f"search: {self.strategy.name} over {space.num_candidates} candidates per edge")
         result = self.strategy.search(supernet, data, runtime, checkpoint)
+        valid_accuracy = last_valid_accuracy(result)
         if context.main:
             result.genotype.save(context.path("genotype.json"))
             write_json(context.path("search.json"), {"strategy": self.strategy.name, "seconds": result.seconds,
-                                                     "candidates": space.labels, "epochs": len(result.history)})
+                                                     "candidates": space.labels, "epochs": len(result.history),
+                                                     "valid_accuracy": valid_accuracy})
             if spec.output.plots:
                 self.plot_alphas(result, space)
         context.book.mark_finished("search")
         distributed.barrier()
-        context.result.search_seconds = result.seconds
-        context.console.print(f"search: done in {result.seconds:.1f}s\n{result.genotype}")
+        context.result.search_seconds, context.result.search_valid_accuracy = result.seconds, valid_accuracy
+        accuracy = "" if valid_accuracy is None else f", supernet validation accuracy {valid_accuracy:.1%}"
+        context.console.print(f"search: done in {result.seconds:.1f}s{accuracy}\n{result.genotype}")
         return result.genotype
 
     def plot_alphas(self, result: SearchResult, space: SearchSpace) -> None:
         alphas = next((r["alphas"] for r in reversed(result.history) if r.get("alphas")), None)
         if alphas:
             alpha_heatmaps(alphas, space.labels, self.context.path("alphas.png"))
+
+
+def last_valid_accuracy(result: SearchResult) -> float | None:
+    """The supernet's accuracy on the architecture part in the search's last record: how well the network
+    the genotype was read from did when it was read (None when the strategy records none)."""
+    return result.history[-1].get("valid_accuracy") if result.history else None
 
 
 def read_given_genotype(spec: Spec) -> Genotype:

@@ -20,6 +20,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         table.add_row("genotype", str(result.genotype))
     if result.search_seconds is not None:
         table.add_row("search time", f"{result.search_seconds:.1f} s")
+    if result.search_valid_accuracy is not None:
+        table.add_row("supernet val accuracy", f"{result.search_valid_accuracy:.2%} (when the genotype was taken)")
     if result.test_accuracy is not None:
         table.add_row("parameters", f"{result.parameters:,}")
         table.add_row("val accuracy", f"{result.val_accuracy:.2%} (epoch {result.best_epoch + 1}, selected)")
