@@ -35,8 +35,22 @@ def save_figure(fig, path: str | Path, dpi: int) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
 
 
+def epoch_axis(ax) -> None:
+    """An x axis of epochs: whole epochs only, so a run of 2 epochs is not labelled 1.25, 1.5, ..."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
     """Loss and accuracy per epoch of every stage in metrics.jsonl; None when there is nothing to plot."""
+    fig = training_figure(records)
+    return None if fig is None else save(fig, path)
+
+
+def training_figure(records: list[dict[str, Any]]):
+    """The figure of `training_curves`, unsaved; None when there is nothing to plot."""
     stages = [s for s in ("search", "surrogate", "retrain") if any(r.get("stage") == s for r in records)]
     if not stages:
         return None
@@ -51,10 +65,10 @@ def training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
                 if any(v is not None for v in values):
                     ax.plot(epochs, values, marker="o", markersize=3, label=split)
             ax.set_title(f"{stage}: {metric}")
-            ax.set_xlabel("epoch")
+            epoch_axis(ax)
             ax.grid(alpha=0.3)
             ax.legend()
-    return save(fig, path)
+    return fig
 
 
 def alpha_heatmaps(alphas: dict[str, list[list[float]]], labels: list[str], path: Path) -> Path:

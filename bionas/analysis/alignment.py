@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from bionas.plots import figure, save
+from bionas.plots import epoch_axis, figure, save
 from bionas.rules import alignment
 
 
@@ -59,7 +59,7 @@ def plot_alignment(series: dict[str, dict[str, Any]], path: Path) -> Path:
                         / max(1, sum(e[key][i] is not None for e in entries)) for i in range(len(epochs))]
                 ax.plot(epochs, mean, color=colours[rule], linewidth=2.5, label=f"{rule} ({len(entries)} layers)")
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save(fig, path)
