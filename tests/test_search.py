@@ -1,5 +1,6 @@
 """Search strategies: registration, space defaults, tiny searches on MNIST, bit-exact resume, divergence."""
 
+import itertools
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from search_support import Killed, make_supernet, mnist, run_search, tiny_data, 
 import bionas
 from bionas.checkpoint import Checkpointer
 from bionas.search import resolve_space
+from bionas.search.epochs import SearchRun, recalibrate_batch_norm, score
 from bionas.space import Genotype, Supernet
 from bionas.spec import SpaceSpec
 from bionas.training import TrainingDiverged
@@ -114,3 +116,24 @@ def test_a_supernet_built_from_an_unresolved_space_has_no_partial_channels(mnist
 
     net = Supernet(SearchSpace({"channels": 4, "cells": 3}), 10)
     assert all(edge.partial_channels == 1 for cell in net.cells for edge in cell.edges)
+
+
+def test_bn_recalibration_averages_the_statistics_of_the_first_weight_batches(mnist):
+    result, supernet = run_search("darts", {"epochs": 1, "batch_size": 16, "warmup_epochs": 1,
+                                            "bn_recalibration": 2}, mnist)
+    norms = [m for m in supernet.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(m.momentum == 0.1 for m in norms)  # each layer's momentum is back
+    first = norms[0]
+    inputs = []
+    handle = first.register_forward_hook(lambda module, args, output: inputs.append(args[0].detach()))
+    run = SearchRun(supernet, tiny_data(mnist), bionas.Runtime(quiet=True))
+    batches = list(itertools.islice(run.data.loader("weights", 16, train=False), 2))
+    recalibrate_batch_norm(run, batches)
+    handle.remove()
+    # the plain average of the two batches' statistics, whatever the running statistics were before
+    expected_mean = torch.stack([x.mean((0, 2, 3)) for x in inputs]).mean(0)
+    expected_var = torch.stack([x.var((0, 2, 3), unbiased=True) for x in inputs]).mean(0)
+    assert torch.allclose(first.running_mean, expected_mean, atol=1e-6)
+    assert torch.allclose(first.running_var, expected_var, atol=1e-5)
+    # the search recalibrated on the same batches before its validation: it recorded what these statistics give
+    assert result.history[-1]["valid_accuracy"] == score(run, run.data.loader("arch", 16, train=False))[1]
