@@ -33,7 +33,7 @@ from bionas.pipeline import print_study_summary, print_summary, run_study, write
 from bionas.pipeline import run as run_pipeline
 from bionas.pipeline.study import parse_seeds, parse_shard
 from bionas.registry import KINDS, get_registry
-from bionas.space.genotype import check_spec_genotype
+from bionas.space.genotype import spec_genotype
 from bionas.spec import load_spec, spec_json_schema
 from bionas.training import resolve_device
 from bionas.typer_adapter import add_plugin_commands
@@ -147,7 +147,7 @@ def plugins_list(
 
 def validate(spec: SpecFile) -> None:
     """Validate a spec: exit 0 and 'valid', or exit 2 and one line per error."""
-    check_spec_genotype(load_spec(spec), str(spec))
+    spec_genotype(load_spec(spec), str(spec))
     typer.echo("valid")
 
 

@@ -528,7 +528,7 @@ def load_spec(
     """Read (YAML, JSON, dict) and validate a spec in two phases; raises SpecError listing every problem.
 
     `overrides` replaces top-level fields before validation (the CLI's --device). A genotype to retrain
-    is read and checked by `bionas.space.genotype.check_spec_genotype`, which `bionas validate` and every
+    is read and checked by `bionas.space.genotype.spec_genotype`, which `bionas validate` and every
     run call: the models it names sit above the spec.
     """
     if isinstance(source, Spec):

@@ -26,7 +26,7 @@ from bionas.pipeline.context import StageContext
 from bionas.pipeline.evaluate_stage import AccuracyStage, AttackStage
 from bionas.pipeline.report import refresh_report
 from bionas.pipeline.result import Interrupted, RunResult
-from bionas.pipeline.search_stage import SearchStage, given_genotype, read_given_genotype
+from bionas.pipeline.search_stage import SearchStage, given_genotype
 from bionas.pipeline.tracking import output_files, run_loggers
 from bionas.pipeline.train_stage import MODEL_RECORD, TrainStage
 from bionas.plots import training_curves
@@ -34,7 +34,7 @@ from bionas.registry import get_attack, get_dataset, get_registry
 from bionas.runtime import Runtime, resolve_channels_last
 from bionas.rundir import RunDir, provenance, read_json, write_json
 from bionas.space import with_backprop
-from bionas.space.genotype import check_spec_genotype
+from bionas.space.genotype import spec_genotype
 from bionas.spec import Spec, default_fixed_rule, load_spec
 from bionas.tracking import LogRun
 from bionas.training import seed_everything
@@ -65,7 +65,7 @@ class Pipeline:
         versions = {"bionas": self.provenance["bionas"], "torch": self.provenance["torch"]}
         # Inputs named by location are read now: stages are identified by their content (content_identity).
         self.dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
-        self.given = read_given_genotype(spec) if spec.genotype is not None else None
+        self.given = spec_genotype(spec)
         identity = content_identity(spec.to_dict(), self.given, self.dataset)
         self.loggers = run_loggers(spec, world.is_main, self.warn)
         self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, loggers=self.loggers,
@@ -173,7 +173,6 @@ def run(
     which also tests and attacks); `resume` continues an interrupted run.
     """
     spec = load_spec(spec)
-    check_spec_genotype(spec)
     if spec.seeds is not None:
         raise BionasError(f"the spec lists seeds ({', '.join(map(str, spec.seeds))}): that is a study, one run per "
                           "seed; run it with bionas.run_study (or `bionas run`)")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from bionas import distributed
@@ -14,7 +12,6 @@ from bionas.registry import get_search
 from bionas.rundir import read_json, write_json
 from bionas.search import SearchData, SearchResult, resolve_space
 from bionas.space import Genotype, SearchSpace, Supernet
-from bionas.spec import Spec
 
 
 class SearchStage:
@@ -76,15 +73,8 @@ def last_valid_accuracy(result: SearchResult) -> float | None:
     return result.history[-1].get("valid_accuracy") if result.history else None
 
 
-def read_given_genotype(spec: Spec) -> Genotype:
-    """The spec's genotype (a genotype.json path or inline)."""
-    if isinstance(spec.genotype, str):
-        return Genotype.load(Path(spec.genotype).expanduser())
-    return Genotype.from_dict(spec.genotype, source="spec genotype")
-
-
 def given_genotype(context: StageContext, genotype: Genotype) -> Genotype:
-    """The spec's genotype, read once (read_given_genotype), copied to the run's genotype.json."""
+    """The spec's genotype, read once when the run starts (spec_genotype), copied to the run's genotype.json."""
     if context.main:
         genotype.save(context.path("genotype.json"))
     return genotype

@@ -28,7 +28,7 @@ from bionas.pipeline.result import Interrupted
 from bionas.pipeline.run import Pipeline, execute
 from bionas.pipeline.study_report import STUDY_SPEC, seed_dir, write_study
 from bionas.rundir import read_json, write_json
-from bionas.space.genotype import check_spec_genotype
+from bionas.space.genotype import spec_genotype
 from bionas.spec import Spec, load_spec
 
 
@@ -103,7 +103,7 @@ def run_study(
     aggregate of the seeds that finished. Ctrl-C stops at once, with the command that continues.
     """
     spec = load_spec(spec)
-    check_spec_genotype(spec)
+    spec_genotype(spec)  # before the first seed: each seed's run reads it again
     if spec.seeds is None:
         raise BionasError("the spec lists no seeds: give seeds (a study) in the spec or --seeds 0,1,2")
     root = Path(out_dir) if out_dir else spec.run_dir()

@@ -378,19 +378,19 @@ BIONAS_DARTS = Genotype(
 )  # fmt: skip
 
 
-def check_spec_genotype(spec, label: str | None = None) -> None:
-    """Read the genotype a spec retrains (a file, or inline) and check it against the installed ops and
-    rules as the retrain will, before any work starts; raises SpecError under the field `genotype`.
+def spec_genotype(spec, label: str | None = None) -> Genotype | None:
+    """The genotype a spec retrains (a file, or inline), read and checked against the installed ops and
+    rules as the retrain will; None when the spec names none. Raises SpecError under the field `genotype`.
 
-    Not part of `load_spec`: the spec layer sits below the models. `bionas validate` and every run call it;
-    a spec recorded in a run directory is never checked with it (its file names are not ours to read)."""
+    Not part of `load_spec`: the spec layer sits below the models. `bionas validate`, studies and every run
+    (when it starts, before any work) call it; a spec recorded in a run directory is never read with it
+    (its file names are not ours to read)."""
     if spec.genotype is None:
-        return
+        return None
     try:
         if isinstance(spec.genotype, str):
-            Genotype.load(Path(spec.genotype).expanduser())
-        else:
-            Genotype.from_dict(spec.genotype, source="spec genotype")
+            return Genotype.load(Path(spec.genotype).expanduser())
+        return Genotype.from_dict(spec.genotype, source="spec genotype")
     except SpecError as error:
         raise SpecError([f"genotype ({error.source}): {line}" for line in error.errors], label) from None
     except BionasError as error:
