@@ -59,13 +59,14 @@ class Pipeline:
         self.dir = RunDir(run_dir)
         self.resume = resume
         self.only = set(stages) if stages else None
+        # Inputs named by location are read now, before a process group exists: stages are identified by
+        # their content (content_identity), and an unreadable input fails before any work.
+        self.dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
+        self.given = spec_genotype(spec)
         world, device = distributed.init(spec.device)
         self.console = Console(stderr=True, quiet=quiet or not world.is_main)  # rank 0 alone talks
         self.provenance = run_provenance(spec, device, world.world_size)
         versions = {"bionas": self.provenance["bionas"], "torch": self.provenance["torch"]}
-        # Inputs named by location are read now: stages are identified by their content (content_identity).
-        self.dataset = get_dataset(spec.dataset.name, **spec.dataset.options)
-        self.given = spec_genotype(spec)
         identity = content_identity(spec.to_dict(), self.given, self.dataset)
         self.loggers = run_loggers(spec, world.is_main, self.warn)
         self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, loggers=self.loggers,
