@@ -94,6 +94,24 @@ def test_search_pools_are_followed_by_a_batchnorm_and_derived_pools_are_not(rule
     assert isinstance(derived, nn.MaxPool2d)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_without_gradients_gives_torch_s_values_and_with_them_torch_s_gradients(stride):
+    from bionas_ops import MaxPool2d3x3
+
+    pool = MaxPool2d3x3(stride)
+    for shape in [(2, 3, 7, 7), (2, 3, 8, 5), (1, 2, 1, 1)]:
+        x = torch.randn(shape)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            x = x.contiguous(memory_format=layout)
+            with torch.no_grad():  # the shifted-maxima path
+                assert torch.equal(pool(x), torch.nn.functional.max_pool2d(x, 3, stride, 1))
+    x = torch.randn(2, 3, 7, 7, requires_grad=True)
+    reference = x.detach().clone().requires_grad_()
+    pool(x).square().sum().backward()
+    torch.nn.functional.max_pool2d(reference, 3, stride, 1).square().sum().backward()
+    assert torch.equal(x.grad, reference.grad)
+
+
 def test_every_conv_of_a_candidate_learns_by_its_rule_factorized_reduce_too(rules):
     space = SearchSpace({"rules": rules, "exclude": []})
     for i, candidate in enumerate(space.candidates):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import bionas
@@ -62,12 +63,30 @@ class _Pool(DartsOperation):
         return nn.Sequential(self.pool(stride), nn.BatchNorm2d(channels, affine=False))
 
 
+class MaxPool2d3x3(nn.MaxPool2d):
+    """nn.MaxPool2d(3, stride, padding=1), whose forward passes without gradients run on the CPU as
+    two separable maxima of shifted views: the same values, about ten times faster than torch's CPU
+    max_pool2d kernel at these sizes (which a supernet's validation and EG-NAS's scoring call once
+    per pooling edge and batch). With gradients it is nn.MaxPool2d itself (the backward needs its indices)."""
+
+    def __init__(self, stride: int):
+        super().__init__(3, stride=stride, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dim() != 4 or (torch.is_grad_enabled() and x.requires_grad):
+            return super().forward(x)
+        padded = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+        rows = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
+        out = torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+        return out if self.stride == 1 else out[:, :, :: self.stride, :: self.stride]
+
+
 class MaxPool3x3(_Pool):
     name = "max_pool_3x3"
     description = "3x3 max pooling (followed by a BatchNorm in the supernet)."
 
     def pool(self, stride):
-        return nn.MaxPool2d(3, stride=stride, padding=1)
+        return MaxPool2d3x3(stride)
 
 
 class AvgPool3x3(_Pool):
