@@ -52,8 +52,11 @@ from bionas.rules.layers import (
 )
 from bionas.ops import FactorizedReduce
 
-# Rewrites of torch's slow CPU kernels (working_format, _undilated): they change no value. False
-# runs the CPU as a GPU runs (benchmarks/search_cost.py counts a GPU's operators that way).
+# The rewrite of torch's slow CPU kernels for dilated convolutions (_undilated): it changes no value.
+# False runs the CPU as a GPU runs (benchmarks/search_cost.py counts a GPU's operators that way).
+# (Stacked layers run in their input's memory format: converting an NCHW supernet's stacked layers to
+# channels_last on the CPU made the quickstart's step 1.3x slower, its BatchNorms over few channels
+# being several times slower in that format, and one at C=8 ten times slower.)
 CPU_REWRITES = True
 
 # The fewest active candidates of a group that run stacked: one alone runs as it is (a one-hot
@@ -224,13 +227,6 @@ def stackable_rule(module: nn.Module) -> bool:
 
 def _channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def working_format(x: torch.Tensor) -> torch.memory_format:
-    """The memory format stacked layers run in: channels_last on the CPU (torch's CPU kernels for
-    depthwise and grouped convolutions are several times faster in it), else x's own."""
-    cpu = x.device.type == "cpu" and CPU_REWRITES
-    return torch.channels_last if cpu or _channels_last(x) else torch.contiguous_format
 
 
 def repeat_channels(x: torch.Tensor, times: int, memory_format: torch.memory_format | None = None) -> torch.Tensor:
@@ -452,7 +448,7 @@ class SequentialStack(StackedForm):
                     x = F.relu(x)
                 continue
             if shared and not (isinstance(layer, nn.Conv2d) and layer.groups == 1):
-                x = repeat_channels(x, count, working_format(x))
+                x = repeat_channels(x, count)
                 shared = False
             if isinstance(layer, nn.Conv2d):
                 x = stacked_conv(position, x, shared)
