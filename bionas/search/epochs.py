@@ -70,6 +70,10 @@ class WeightTrainingOptions(PluginOptions):
     grad_clip: float | None = Field(
         default=5.0, gt=0, description="Gradient-norm clip of the weight steps (DARTS: 5); null = off."
     )
+    eval_batch_size: int = Field(
+        default=256, gt=0, description="Minibatch of the validation pass after each epoch (eval mode, no gradients: "
+        "the accuracy does not depend on it, and larger batches cost less per image).",
+    )
     bn_recalibration: int = Field(
         default=0, ge=0, description="Batches of the weights part whose BatchNorm statistics replace the running "
         "ones before each validation (0 = off, as DARTS): in a short search the running statistics lag behind "
@@ -308,7 +312,9 @@ class EpochSearch(SearchStrategy):
             if "bn_recalibration" not in run.loaders:
                 run.loaders["bn_recalibration"] = run.data.loader("weights", self.options.batch_size, train=False)
             recalibrate_batch_norm(run, itertools.islice(run.loaders["bn_recalibration"], batches))
-        return score(run, self.arch_eval_loader(run))
+        if "validation" not in run.loaders:
+            run.loaders["validation"] = run.data.loader("arch", self.options.eval_batch_size, train=False)
+        return score(run, run.loaders["validation"])
 
     def epoch_genotype(self, run: SearchRun, epoch: int) -> Genotype | None:
         """The genotype the search holds after `epoch`: default the DARTS rule over the alphas."""
@@ -323,7 +329,8 @@ class EpochSearch(SearchStrategy):
     # -- shared -----------------------------------------------------------------------------------
 
     def arch_eval_loader(self, run: SearchRun):
-        """The whole architecture part in a fixed order, without augmentation (validation)."""
+        """The whole architecture part in a fixed order, without augmentation, in batches of `batch_size`
+        (random search scores sampled architectures on it; validation uses `eval_batch_size`)."""
         if "arch_eval" not in run.loaders:
             run.loaders["arch_eval"] = run.data.loader("arch", self.options.batch_size, train=False)
         return run.loaders["arch_eval"]
