@@ -56,6 +56,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from bionas.rules import no_weight_gradients  # noqa: E402
+from bionas.search.epochs import backward_to  # noqa: E402
 from bionas.space import SearchSpace, Supernet  # noqa: E402
 from bionas.space.stacking import set_rule_batching  # noqa: E402
 
@@ -218,14 +219,20 @@ def bionas_step(args, mode: str, size: str, k: int, layout: str, compiled: str |
             logits = forward(images)
         return F.cross_entropy(logits.float(), labels)
 
-    def step():
+    def backward(value, params):  # the product's (bionas.search.epochs), or as before it
+        backward_to(value, params) if mode != "before" else value.backward(inputs=params)
+
+    def arch_step():  # its graph is gone when the weight step starts, as in darts's Darts.arch_step
         arch_optimizer.zero_grad(set_to_none=True)
         with skip_weight_gradients():
             arch_loss = loss(x_arch, y_arch)
-        arch_loss.backward(inputs=arch)
+        backward(arch_loss, arch)
         arch_optimizer.step()
+
+    def step():
+        arch_step()
         optimizer.zero_grad(set_to_none=True)
-        loss(x, y).backward(inputs=weights)
+        backward(loss(x, y), weights)
         torch.nn.utils.clip_grad_norm_(weights, 5.0)
         optimizer.step()
 
