@@ -15,7 +15,8 @@ momentum and weight decay, gradient clipping at 5), DARTS's settings. The varian
                  per-tensor SGD: the search step as it was before rule batching
     one by one   rule batching off (bionas.space.stacking.set_rule_batching), nothing else
     batched      the product: rule-batched candidates, no weight gradients in the architecture
-                 step (bionas.rules.no_weight_gradients), foreach SGD
+                 step (bionas.rules.no_weight_gradients), gradients stored by
+                 bionas.search.epochs.backward_to (also one by one), foreach SGD
     LR-NAS       the published code (BioNAS-DARTS/model_search.py Network, architect.py's
                  first-order Architect.step, train_search.py's weight step), imported from --lrnas
                  (it needs BioTorch importable: pip install --no-deps biotorch, or --biotorch PATH
