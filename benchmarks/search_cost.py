@@ -15,7 +15,8 @@ momentum and weight decay, gradient clipping at 5), DARTS's settings. The varian
                  per-tensor SGD: the search step as it was before rule batching
     one by one   rule batching off (bionas.space.stacking.set_rule_batching), nothing else
     batched      the product: rule-batched candidates, no weight gradients in the architecture
-                 step (bionas.rules.no_weight_gradients), foreach SGD
+                 step (bionas.rules.no_weight_gradients), gradients stored by
+                 bionas.search.epochs.backward_to (also one by one), foreach SGD
     LR-NAS       the published code (BioNAS-DARTS/model_search.py Network, architect.py's
                  first-order Architect.step, train_search.py's weight step), imported from --lrnas
                  (it needs BioTorch importable: pip install --no-deps biotorch, or --biotorch PATH
@@ -25,9 +26,14 @@ Each round runs one step of every configuration, in an order rotated every round
 shared machine hit all alike. Columns: the median seconds per step (CPU time of this process on a
 CPU, which a shared machine disturbs least; wall time with synchronisation on a GPU), its ratio to
 `before` and to LR-NAS; the seconds of one forward-only pass in eval mode without gradients (what
-EG-NAS's population scoring and every validation pass cost per batch); ATen operators dispatched in one step (a TorchDispatchMode; autograd's
-backward included), and of those the ones that compute (views, aliases and allocations left
-out: what a GPU launches kernels for); on a GPU the CUDA kernels the profiler records; the peak
+EG-NAS's population scoring and every validation pass cost per batch); ATen operators dispatched
+in one step (a TorchDispatchMode; autograd's backward included), and of those the ones that compute
+(views, aliases and allocations left out: what a GPU launches kernels for), both counted as a GPU
+runs the step: on a CPU with bionas.space.stacking.CPU_REWRITES off (the rewrites of torch's slow
+CPU kernels that a CPU step makes: stacked layers in channels_last, dilated convolutions as
+undilated ones; each adds views and copies that a GPU step does not run); on a CPU also the same
+two counts as the CPU runs the step by default, rewrites on (`CPU ops`, `CPU comp.`); on a GPU the
+CUDA kernels the profiler records; the peak
 memory the step adds (CPU: growth of the peak resident set, Linux; GPU: max_memory_allocated);
 and the projected time of the published search: 50 epochs of ceil(25,000 / batch) steps (the
 weights half of CIFAR-10's training set) plus, per epoch, a forward pass over the 25,000 images
@@ -56,7 +62,9 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from bionas.rules import no_weight_gradients  # noqa: E402
+from bionas.search.epochs import backward_to  # noqa: E402
 from bionas.space import SearchSpace, Supernet  # noqa: E402
+from bionas.space import stacking  # noqa: E402
 from bionas.space.stacking import set_rule_batching  # noqa: E402
 
 # channels, cells, batch (published: DARTS's and BioNAS's search; tiny: a quick check of this script)
@@ -124,6 +132,19 @@ class OperatorCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def operator_counts(step, cpu_rewrites: bool) -> tuple[int, int]:
+    """(dispatched, computing) operators of one call of `step`, after a warm-up one, with
+    stacking.CPU_REWRITES set to `cpu_rewrites` (restored afterwards)."""
+    saved, stacking.CPU_REWRITES = stacking.CPU_REWRITES, cpu_rewrites
+    try:
+        step()
+        with OperatorCounter() as counter:
+            step()
+    finally:
+        stacking.CPU_REWRITES = saved
+    return counter.total, counter.computing
+
+
 def cuda_kernels(step) -> int:
     """CUDA kernels the profiler records in one call of `step`."""
     from torch.profiler import ProfilerActivity, profile
@@ -178,7 +199,8 @@ class Config:
     times: list[float] = field(default_factory=list)
     eval_times: list[float] = field(default_factory=list)
     eval_time: float = math.nan
-    ops: tuple[int, int] | None = None
+    ops: tuple[int, int] | None = None  # (dispatched, computing) as a GPU runs the step
+    cpu_ops: tuple[int, int] | None = None  # the same as the CPU runs it by default (on a CPU)
     kernels: int | None = None
     memory: float | None = None
     note: str = ""
@@ -218,14 +240,20 @@ def bionas_step(args, mode: str, size: str, k: int, layout: str, compiled: str |
             logits = forward(images)
         return F.cross_entropy(logits.float(), labels)
 
-    def step():
+    def backward(value, params):  # the product's (bionas.search.epochs), or as before it
+        backward_to(value, params) if mode != "before" else value.backward(inputs=params)
+
+    def arch_step():  # its graph is gone when the weight step starts, as in darts's Darts.arch_step
         arch_optimizer.zero_grad(set_to_none=True)
         with skip_weight_gradients():
             arch_loss = loss(x_arch, y_arch)
-        arch_loss.backward(inputs=arch)
+        backward(arch_loss, arch)
         arch_optimizer.step()
+
+    def step():
+        arch_step()
         optimizer.zero_grad(set_to_none=True)
-        loss(x, y).backward(inputs=weights)
+        backward(loss(x, y), weights)
         torch.nn.utils.clip_grad_norm_(weights, 5.0)
         optimizer.step()
 
@@ -337,9 +365,9 @@ def measure(args, configs: list[Config]) -> None:
             config.step()  # warm-up (and compilation)
             config.memory = peak_memory(config.step, args.device)
             if args.counts:
-                with OperatorCounter() as counter:
-                    config.step()
-                config.ops = (counter.total, counter.computing)
+                config.ops = operator_counts(config.step, cpu_rewrites=False)  # as a GPU runs it
+                if args.device.type == "cpu":
+                    config.cpu_ops = operator_counts(config.step, cpu_rewrites=True)
                 if args.device.type == "cuda":
                     config.kernels = cuda_kernels(config.step)
             config.evaluate()  # warm-up
@@ -364,7 +392,8 @@ def report(args, configs: list[Config]) -> None:
           + "; ".join(f"{n}: C={SIZES[n][0]}, {SIZES[n][1]} cells, batch {SIZES[n][2]}" for n in args.sizes))
     clock = "wall" if gpu else "CPU"
     header = (f"{'size':<10}{'K':>2} {'layout':<14}{'variant':<26}{clock + ' s/step':>12}{'/before':>9}{'/LR-NAS':>9}"
-              f"{'fwd s':>8}{'ATen ops':>10}{'computing':>11}" + (f"{'kernels':>9}" if gpu else "") +
+              f"{'fwd s':>8}{'ATen ops':>10}{'computing':>11}" +
+              (f"{'kernels':>9}" if gpu else f"{'CPU ops':>9}{'CPU comp.':>10}") +
               f"{'peak MB':>9}{'50 epochs':>11}")
     print(header)
     print("-" * len(header))
@@ -379,14 +408,20 @@ def report(args, configs: list[Config]) -> None:
         ratio = f"{seconds / statistics.median(base.times):.2f}x" if base else "-"
         vs_lrnas = f"{seconds / statistics.median(lrnas.times):.2f}x" if lrnas else "-"
         ops, computing = config.ops if config.ops else ("-", "-")
+        cpu_ops, cpu_computing = config.cpu_ops if config.cpu_ops else ("-", "-")
         memory = f"{config.memory / 2**20:.0f}" if config.memory is not None else "n/a"
         steps = math.ceil(HALF / config.batch)
         hours = EPOCHS * steps * (seconds + config.eval_time) / 3600
         print(f"{config.size:<10}{config.k:>2} {config.layout:<14}{config.label:<26}{seconds:>12.3f}{ratio:>9}"
-              f"{vs_lrnas:>9}{config.eval_time:>8.3f}{ops:>10}{computing:>11}" + (f"{config.kernels:>9}" if gpu else "") +
+              f"{vs_lrnas:>9}{config.eval_time:>8.3f}{ops:>10}{computing:>11}" +
+              (f"{config.kernels:>9}" if gpu else f"{cpu_ops:>9}{cpu_computing:>10}") +
               f"{memory:>9}{hours:>9.1f} h" + (f"  {config.note}" if config.note else ""))
     print(f"50 epochs: {EPOCHS} x ceil({HALF:,} / batch) steps at the median step time, plus per epoch a forward "
           f"pass over the {HALF:,} architecture images (batch-size forward passes, timed); data loading not counted.")
+    if args.counts:
+        print("ATen ops, computing: operators dispatched per step as a GPU runs it"
+              + (" (here on the CPU with stacking.CPU_REWRITES off); CPU ops, CPU comp.: as the CPU runs it by "
+                 "default (CPU_REWRITES on)." if not gpu else "."))
 
 
 def main(argv=None) -> None:

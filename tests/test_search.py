@@ -11,7 +11,7 @@ import bionas
 from bionas.checkpoint import Checkpointer
 from bionas.search import resolve_space
 from bionas.search.epochs import SearchRun, recalibrate_batch_norm, score
-from bionas.space import Genotype, Supernet
+from bionas.space import Genotype, SearchSpace, Supernet
 from bionas.spec import SpaceSpec
 from bionas.training import TrainingDiverged
 
@@ -140,3 +140,47 @@ def test_bn_recalibration_averages_the_statistics_of_the_first_weight_batches(mn
     loss, accuracy = score(run, run.data.loader("arch", 16, train=False))
     assert accuracy == result.history[-1]["valid_accuracy"]
     assert math.isclose(loss, result.history[-1]["valid_loss"], rel_tol=1e-5)
+
+
+def test_backward_to_stores_what_backward_stores_without_a_detach_per_parameter():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from bionas.search.epochs import backward_to
+
+    class Detaches(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func is torch.ops.aten.detach.default
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    space = SearchSpace({"ops": ["skip_connect", "sep_conv_3x3"], "rules": ["usf", "fa", "bp"], "channels": 4,
+                         "cells": 2, "nodes": 2})  # fmt: skip
+    net = Supernet(space, 10, in_channels=1).to(memory_format=torch.channels_last)
+    shared, expanded = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+    params, x = [*net.weight_parameters(), shared, expanded], torch.rand(2, 1, 8, 8)
+
+    def loss():  # `shared` gets the very tensor `net`'s output gets; `expanded` a stride-0 gradient
+        return net(x).square().sum() + (shared + net(x)[0, :2]).sum() + expanded.sum()
+
+    counts = []
+    for backward in (lambda value: value.backward(inputs=params), lambda value: backward_to(value, params)):
+        for p in params:
+            p.grad = None
+        value = loss()
+        with Detaches() as counter:
+            backward(value)
+        counts.append(counter.count)
+        if len(counts) == 1:
+            expected = [p.grad for p in params]
+    assert counts[0] - counts[1] >= len(params) - 2  # one per parameter, but for the two copied gradients
+    for p, grad in zip(params, expected):
+        assert torch.equal(p.grad, grad) and p.grad.stride() == grad.stride()
+    assert expanded.grad.stride() == (1,)
+    torch._foreach_mul_([p.grad for p in params], 2.0)  # as clipping does: every gradient its own memory
+    for p, grad in zip(params, expected):
+        assert torch.equal(p.grad, 2 * grad)
+    backward_to(loss(), params)  # a gradient already held is added to, as by backward
+    for p, grad in zip(params, expected):
+        torch.testing.assert_close(p.grad, 3 * grad)

@@ -310,3 +310,28 @@ def test_population_scoring_gives_the_same_stacked_or_one_by_one(monkeypatch):
         torch.testing.assert_close(stacked(x, mixing), single(x, mixing))
     assert any(plan.stacks for edge in edges for plan in edge._plans.values())
     torch.testing.assert_close(by_default, single(x, mixing))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_repeat_channels_and_sum_candidates_are_each_other_s_backward_in_few_operators(layout):
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.total += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=layout).requires_grad_()
+    weights, ones = torch.randn(1, 12, 1, 1), torch.ones(2, 3, 4, 5).contiguous(memory_format=layout)
+    with Count() as count:
+        stacked = stacking.repeat_channels(x, 4)
+        total = stacking.sum_candidates(stacked * weights, 4, x)
+        total.backward(ones)
+    assert torch.equal(stacked, x.repeat(1, 4, 1, 1)) and stacked.is_contiguous(memory_format=layout)
+    expected = (x.repeat(1, 4, 1, 1) * weights).unflatten(1, (4, 3)).sum(1)
+    torch.testing.assert_close(total, expected, rtol=0, atol=1e-6)
+    assert total.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(x.grad, weights.view(4, 3).sum(0).view(1, 3, 1, 1).expand_as(x), rtol=0, atol=1e-6)
+    # each way: a cat, the mul, a sum with its view (and channels_last, its output); x's gradient stored
+    assert count.total <= 11  # as chains of views they were more than twice as many

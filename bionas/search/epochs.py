@@ -191,6 +191,41 @@ def optimizer_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tens
     optimizer.step()
 
 
+def backward_to(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
+    """`loss.backward(inputs=params)`, with fewer operators when no parameter holds a gradient yet.
+
+    Then the gradients come from `torch.autograd.grad` and are assigned as they are: the same
+    values, without the detach that autograd dispatches per parameter as it stores a fresh gradient
+    (3,473 per weight step of the paper's space: benchmarks/search_cost.py). As autograd's own
+    accumulation, a gradient that another parameter received too, or laid out unlike its parameter
+    (e.g. expanded), is copied into one laid out like it. A gradient already held is added to, by
+    `backward`.
+    """
+    if any(p.grad is not None for p in params):
+        loss.backward(inputs=list(params))
+        return
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    assigned = set()
+    for param, grad in zip(params, grads):
+        if grad is None:
+            continue
+        if id(grad) in assigned or not _laid_out_like(grad, param):
+            grad = torch.empty_like(param).copy_(grad)
+        assigned.add(id(grad))
+        param.grad = grad
+
+
+def _laid_out_like(grad: torch.Tensor, param: torch.Tensor) -> bool:
+    """Whether autograd would store `grad` for `param` as it is: the strides of empty_like(param) (the
+    parameter's own when it is dense, else contiguous), those of sizes 1 aside but never 0."""
+    strides = grad.stride()
+    if strides == param.stride() and 0 not in strides:  # nearly always
+        return True
+    dense = param.is_contiguous() or param.is_contiguous(memory_format=torch.channels_last)
+    wanted = param.stride() if dense else torch.empty_like(param).stride()
+    return all(g == w if size != 1 else g != 0 for size, g, w in zip(grad.shape, strides, wanted))
+
+
 def weight_step(run: SearchRun, optimizer, x, y, grad_clip: float | None, weights: Weights | None = None):
     """One SGD step of the supernet's weights on a batch (the architecture stays as it is).
 
@@ -199,7 +234,7 @@ def weight_step(run: SearchRun, optimizer, x, y, grad_clip: float | None, weight
     params = run.weight_parameters()
     loss, logits = run.loss_and_logits(x, y, weights)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward(inputs=params)
+    backward_to(loss, params)
     optimizer_step(optimizer, params, grad_clip)
     return loss.detach(), logits.detach()
 

@@ -231,10 +231,7 @@ def _channels_last(x: torch.Tensor) -> bool:
 
 def repeat_channels(x: torch.Tensor, times: int, memory_format: torch.memory_format | None = None) -> torch.Tensor:
     """`times` copies of x side by side on the channel axis, in `memory_format` (default x's)."""
-    if memory_format is torch.channels_last or (memory_format is None and _channels_last(x)):
-        nhwc = x.permute(0, 2, 3, 1).unsqueeze(3).expand(-1, -1, -1, times, -1)
-        return nhwc.flatten(3).permute(0, 3, 1, 2)
-    return x.repeat(1, times, 1, 1)
+    return _RepeatChannels.apply(x, times, memory_format or _format_of(x))
 
 
 def scale_candidates(stacked: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -244,11 +241,57 @@ def scale_candidates(stacked: torch.Tensor, factors: torch.Tensor) -> torch.Tens
 
 def sum_candidates(stacked: torch.Tensor, count: int, like: torch.Tensor) -> torch.Tensor:
     """The sum of the `count` candidates' outputs side by side in `stacked`, in `like`'s memory format."""
+    out = _SumCandidates.apply(stacked, count)
+    return out if _channels_last(like) or not _channels_last(out) else out.contiguous()
+
+
+# repeat_channels and sum_candidates are each other's backward. As autograd Functions each way is one
+# operation or two (a chain of views costs a dispatched operator per view, forward and backward: a
+# few thousand per step of the paper's space), with the same values bit for bit.
+
+
+class _RepeatChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, times, memory_format):
+        ctx.times = times
+        return _repeat(x, times, memory_format)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _sum_blocks(grad, ctx.times), None, None
+
+
+class _SumCandidates(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, stacked, count):
+        ctx.count, ctx.memory_format = count, _format_of(stacked)
+        return _sum_blocks(stacked, count)
+
+    @staticmethod
+    def backward(ctx, grad):  # in the candidates' memory format, as their own backward runs in
+        return _repeat(grad, ctx.count, ctx.memory_format), None
+
+
+def _repeat(x: torch.Tensor, times: int, memory_format: torch.memory_format) -> torch.Tensor:
+    if _format_of(x) is memory_format:
+        return torch.cat([x] * times, 1)
+    if memory_format is torch.channels_last:  # on the CPU faster than one cat into channels_last
+        return torch.cat([x.contiguous(memory_format=memory_format)] * times, 1)
+    return x.repeat(1, times, 1, 1)
+
+
+def _sum_blocks(stacked: torch.Tensor, count: int) -> torch.Tensor:
+    """The sum of `stacked`'s `count` equal blocks of channels, in its memory format, by one reduction."""
     n, c, h, w = stacked.shape
-    if _channels_last(stacked):
-        out = stacked.permute(0, 2, 3, 1).unflatten(3, (count, c // count)).sum(3).permute(0, 3, 1, 2)
-        return out if _channels_last(like) else out.contiguous()
-    return stacked.view(n, count, c // count, h, w).sum(1)
+    if not _channels_last(stacked):
+        return stacked.reshape(n, count, c // count, h, w).sum(1)
+    out = torch.empty((n, c // count, h, w), dtype=stacked.dtype, device=stacked.device,
+                      memory_format=torch.channels_last)
+    return torch.sum(stacked.unflatten(1, (count, c // count)), 1, out=out)
+
+
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if _channels_last(x) else torch.contiguous_format
 
 
 def stacked_conv(layers: Sequence[nn.Conv2d], x: torch.Tensor, shared: bool, subsampled: bool = False) -> torch.Tensor:

@@ -25,7 +25,15 @@ import torch
 from pydantic import Field
 
 from bionas.rules import exact_gradients, hold_feedback, no_weight_gradients
-from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, batches, optimizer_step, weight_step
+from bionas.search.epochs import (
+    EpochSearch,
+    SearchRun,
+    WeightTrainingOptions,
+    backward_to,
+    batches,
+    optimizer_step,
+    weight_step,
+)
 
 HVP_R = 0.01  # DARTS: eps = 0.01 / |v|
 
@@ -144,7 +152,7 @@ class Darts(EpochSearch):
             if self.options.order == "first":
                 with no_weight_gradients():  # the rule layers compute no weight gradient for this step
                     loss, _ = run.loss_and_logits(*valid_batch)
-                loss.backward(inputs=arch)
+                backward_to(loss, arch)
             else:
                 grads = self.unrolled(run, train_batch, valid_batch, lr)
                 for a, g in zip(arch, grads):
