@@ -18,18 +18,33 @@ import torch
 
 Amp = Literal["auto", "bf16", "off"]
 
-# What `runtime.channels_last: auto` means on each device type. CPU: measured (docs/search.md, "Search
-# cost"): the supernet step 0.92x and the retrain step 1/1.6 of their NCHW time. CUDA: the layout cuDNN's
-# bf16 convolutions are fastest in, the default there before; not yet re-measured through this switch.
-# A device type not listed keeps the default layout.
+# What `auto` means for each runtime setting on each device type (a device type not listed: off).
+# Measured on the CPU (2 cores, AVX2 without bf16 instructions, torch 2.14.1, one thread; docs/search.md,
+# "Speed"): channels_last made the paper space's supernet step 0.92x and the retrained network's step
+# 1/1.6 of their NCHW time; bf16 autocast made the quickstart's supernet step 8.8x slower; torch.compile
+# made it 1.23x slower after minutes of compilation. CUDA: channels_last and bf16 autocast are the
+# layout and precision cuDNN's fastest convolution kernels use; compile stays off until it is measured
+# on a GPU (no GPU has run this code yet: benchmarks/gpu_check.py measures it).
 AUTO_CHANNELS_LAST = {"cpu": True, "cuda": True}
+AUTO_AMP = {"cpu": False, "cuda": True}
+AUTO_COMPILE = {"cpu": False, "cuda": False}
+
+
+def resolve_auto(setting: bool | str, device: torch.device, table: dict[str, bool]) -> bool:
+    """A runtime setting (True, False or "auto") on `device`: "auto" looks up the device type in `table`."""
+    if setting == "auto":
+        return table.get(torch.device(device).type, False)
+    return bool(setting)
 
 
 def resolve_channels_last(setting: bool | str, device: torch.device) -> bool:
     """The spec's `runtime.channels_last` (True, False or "auto") on `device`."""
-    if setting == "auto":
-        return AUTO_CHANNELS_LAST.get(torch.device(device).type, False)
-    return bool(setting)
+    return resolve_auto(setting, device, AUTO_CHANNELS_LAST)
+
+
+def resolve_compile(setting: bool | str, device: torch.device) -> bool:
+    """The spec's `runtime.compile` (True, False or "auto") on `device`."""
+    return resolve_auto(setting, device, AUTO_COMPILE)
 
 
 @dataclass(frozen=True)
@@ -37,10 +52,11 @@ class Runtime:
     """Where and how fast a stage runs, in how many processes, and what it reports.
 
     * `device`: where the model and batches live.
-    * `amp`: bf16 autocast: `auto` on CUDA only, `bf16` always, `off` never.
+    * `amp`: bf16 autocast: `auto` per device type (AUTO_AMP: on CUDA only), `bf16` always, `off` never.
     * `channels_last`: the model and its inputs in channels_last memory format, in the search
       and the retrain (the pipeline resolves the spec's runtime.channels_last: resolve_channels_last).
-    * `compile`: torch.compile the training forward: the retrained network's, the supernet's.
+    * `compile`: torch.compile the training forward: the retrained network's, the supernet's (the pipeline
+      resolves the spec's runtime.compile: resolve_compile).
     * `rank`, `world_size`: this process in a torchrun launch (0 and 1 without one).
     * `workers`: DataLoader workers for data sets not held in memory (None: make_loader's default).
     * `quiet`: no progress bars.

@@ -310,13 +310,17 @@ class RuntimeSpec(Section):
     """How fast: precision, memory layout, compilation, data workers."""
 
     amp: Literal["auto", "bf16", "off"] = Field(
-        default="auto", description="bf16 autocast: auto = on CUDA only, bf16 = always, off = never."
+        default="auto", description="bf16 autocast: auto = per device type (bionas.runtime.AUTO_AMP: on CUDA "
+        "only), bf16 = always, off = never."
     )
     channels_last: bool | Literal["auto"] = Field(
         default="auto", description="channels_last memory format of the model and its inputs, search and retrain: "
         "auto = per device type (bionas.runtime.AUTO_CHANNELS_LAST: on the CPU and on CUDA)."
     )
-    compile: bool = Field(default=False, description="torch.compile the model's training forward (search and retrain).")
+    compile: bool | Literal["auto"] = Field(
+        default="auto", description="torch.compile the model's training forward (search and retrain): auto = per "
+        "device type (bionas.runtime.AUTO_COMPILE: off on the CPU and on CUDA)."
+    )
     workers: int = Field(default=4, ge=0, description="DataLoader workers for data sets not held in memory.")
 
 

@@ -13,6 +13,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bionas.errors import BionasError
+from bionas.runtime import AUTO_AMP
 
 LOG_EVERY = 20  # steps between reading the running loss on the host (the only sync in a training loop)
 
@@ -41,8 +42,8 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast(device: torch.device, amp: str = "auto"):
-    """bf16 autocast: `auto` turns it on for CUDA only; `off` never; `bf16` always."""
-    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    """bf16 autocast: `auto` per device type (bionas.runtime.AUTO_AMP: CUDA only); `off` never; `bf16` always."""
+    enabled = amp == "bf16" or (amp == "auto" and AUTO_AMP.get(device.type, False))
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

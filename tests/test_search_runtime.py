@@ -5,8 +5,9 @@ import torch
 from search_support import make_supernet, mnist, tiny_data  # noqa: F401  (fixture)
 
 import bionas
-from bionas.runtime import AUTO_CHANNELS_LAST, resolve_channels_last
+from bionas.runtime import AUTO_AMP, AUTO_CHANNELS_LAST, AUTO_COMPILE, resolve_channels_last, resolve_compile
 from bionas.spec import RuntimeSpec
+from bionas.training import autocast
 
 
 def test_channels_last_auto_is_the_measured_choice_of_the_device_type():
@@ -17,6 +18,18 @@ def test_channels_last_auto_is_the_measured_choice_of_the_device_type():
         assert resolve_channels_last(False, torch.device(device)) is False
         assert resolve_channels_last(True, torch.device(device)) is True
     assert resolve_channels_last("auto", torch.device("meta")) is False  # a device type never measured
+
+
+def test_amp_and_compile_auto_are_the_measured_choices_of_the_device_type():
+    assert RuntimeSpec().amp == "auto" and RuntimeSpec().compile == "auto"
+    assert AUTO_AMP["cpu"] is False and AUTO_COMPILE["cpu"] is False  # both measured slower on the CPU
+    for device in ("cpu", "cuda"):
+        assert resolve_compile("auto", torch.device(device)) is AUTO_COMPILE[device]
+        assert resolve_compile(True, torch.device(device)) is True
+        assert resolve_compile(False, torch.device(device)) is False
+    assert isinstance(autocast(torch.device("cpu"), "auto"), type(autocast(torch.device("cpu"), "off")))
+    assert isinstance(autocast(torch.device("cpu"), "bf16"), torch.autocast)  # an explicit bf16 holds
+    assert isinstance(autocast(torch.device("cuda"), "auto"), torch.autocast) is AUTO_AMP["cuda"]
 
 
 @pytest.mark.parametrize("channels_last, amp, compiled", [(True, "bf16", True), (False, "off", False)])

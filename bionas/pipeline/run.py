@@ -31,7 +31,7 @@ from bionas.pipeline.tracking import output_files, run_loggers
 from bionas.pipeline.train_stage import MODEL_RECORD, TrainStage
 from bionas.plots import training_curves
 from bionas.registry import get_attack, get_dataset, get_registry
-from bionas.runtime import Runtime, resolve_channels_last
+from bionas.runtime import Runtime, resolve_channels_last, resolve_compile
 from bionas.rundir import RunDir, provenance, read_json, write_json
 from bionas.space import with_backprop
 from bionas.space.genotype import spec_genotype
@@ -71,7 +71,8 @@ class Pipeline:
         self.loggers = run_loggers(spec, world.is_main, self.warn)
         self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, loggers=self.loggers,
                               identity_dict=identity)
-        self.runtime = Runtime(device=device, amp=spec.runtime.amp, compile=spec.runtime.compile,
+        self.runtime = Runtime(device=device, amp=spec.runtime.amp,
+                               compile=resolve_compile(spec.runtime.compile, device),
                                channels_last=resolve_channels_last(spec.runtime.channels_last, device),
                                rank=world.rank, world_size=world.world_size, workers=spec.runtime.workers,
                                quiet=quiet or not world.is_main, log=self.book.log)
