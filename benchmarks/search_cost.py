@@ -30,8 +30,8 @@ EG-NAS's population scoring and every validation pass cost per batch); ATen oper
 in one step (a TorchDispatchMode; autograd's backward included), and of those the ones that compute
 (views, aliases and allocations left out: what a GPU launches kernels for), both counted as a GPU
 runs the step: on a CPU with bionas.space.stacking.CPU_REWRITES off (the rewrites of torch's slow
-CPU kernels that a CPU step makes: stacked layers in channels_last, dilated convolutions as
-undilated ones; each adds views and copies that a GPU step does not run); on a CPU also the same
+CPU kernels that a CPU step makes: dilated convolutions as undilated ones on pixel phases; it
+adds views and copies that a GPU step does not run); on a CPU also the same
 two counts as the CPU runs the step by default, rewrites on (`CPU ops`, `CPU comp.`); on a GPU the
 CUDA kernels the profiler records; the peak
 memory the step adds (CPU: growth of the peak resident set, Linux; GPU: max_memory_allocated);
