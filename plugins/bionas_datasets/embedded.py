@@ -53,14 +53,28 @@ class Mnist5k(_Embedded):
         test_size: int = test_size_field(1000)
         split_seed: int = split_seed_field()
         augment: augment_option(padding=2)
+        image_size: int = Field(
+            28, ge=8, le=28, description="side of the images: 28 as stored, less resizes every digit once when "
+            "loaded (antialiased bilinear, torchvision); a network on 16x16 digits costs about a third of one "
+            "on 28x28 digits",
+        )
 
-    @property
+    @cached_property
     def info(self) -> DatasetInfo:
-        return DatasetInfo(10, 1, 28, (0.1307,), (0.3081,))
+        size = self.options.image_size
+        if size == 28:
+            return DatasetInfo(10, 1, 28, (0.1307,), (0.3081,))  # MNIST's usual statistics
+        mean, std = mean_std(self.tensors("train")[0])
+        return DatasetInfo(10, 1, size, mean, std)
 
     def source(self):
         x, y = _mnist5k()
-        return torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+        images = torch.from_numpy(x.copy())
+        if self.options.image_size != 28:
+            from torchvision.transforms.v2.functional import resize
+
+            images = resize(images, [self.options.image_size] * 2, antialias=True)
+        return images, torch.from_numpy(y.copy())
 
 
 class Digits(_Embedded):
