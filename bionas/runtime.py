@@ -10,7 +10,8 @@ code that calls a strategy or `bionas.retrain.retrain` directly makes one:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -45,6 +46,23 @@ def resolve_channels_last(setting: bool | str, device: torch.device) -> bool:
 def resolve_compile(setting: bool | str, device: torch.device) -> bool:
     """The spec's `runtime.compile` (True, False or "auto") on `device`."""
     return resolve_auto(setting, device, AUTO_COMPILE)
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to `count` inside the block (None: left as they are), restored after.
+
+    The thread count changes the order of float sums, hence a run's numbers: a spec that fixes it gives
+    the same numbers on machines with different core counts."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

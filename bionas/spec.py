@@ -322,6 +322,11 @@ class RuntimeSpec(Section):
         "device type (bionas.runtime.AUTO_COMPILE: off on the CPU and on CUDA)."
     )
     workers: int = Field(default=4, ge=0, description="DataLoader workers for data sets not held in memory.")
+    threads: int | None = Field(
+        default=None, gt=0, description="torch's CPU threads for the run (torch.set_num_threads, restored after it); "
+        "null = torch's default (the machine's cores). The count changes the float sums, so fixing it gives the "
+        "same numbers on machines with different core counts; small networks run no faster on more threads.",
+    )
 
 
 class OutputSpec(Section):

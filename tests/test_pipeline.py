@@ -52,8 +52,13 @@ def metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_run_writes_every_file_and_each_loads_with_json_or_safetensors_alone(tmp_path):
-    result = run(tiny_spec(tmp_path), quiet=True)
+def test_run_writes_every_file_and_each_loads_with_json_or_safetensors_alone(tmp_path, monkeypatch):
+    from bionas.pipeline.run import Pipeline
+
+    seen, run_stages, threads = [], Pipeline.run_stages, torch.get_num_threads()
+    monkeypatch.setattr(Pipeline, "run_stages", lambda self: seen.append(torch.get_num_threads()) or run_stages(self))
+    result = run(tiny_spec(tmp_path, runtime={"threads": threads + 1}), quiet=True)
+    assert seen == [threads + 1] and torch.get_num_threads() == threads  # runtime.threads for the run only
     run_dir = result.run_dir
     expected = {"resolved_spec.json", "provenance.json", "metrics.jsonl", "genotype.json", "model.safetensors",
                 "results.json", "robustness.json", "report.md", "stages.json", "retrain.json", "genotype.png",
@@ -79,6 +84,7 @@ def test_run_writes_every_file_and_each_loads_with_json_or_safetensors_alone(tmp
             assert path.suffix == ".md", path
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["torch"] == torch.__version__ and provenance["bionas"]
+    assert provenance["cpu_threads"] == threads + 1
     assert {("dataset", "digits"), ("attack", "pgd"), ("rule", "usf")} <= {
         (p["kind"], p["name"]) for p in provenance["plugins"]}
     assert "test accuracy" in (run_dir / "report.md").read_text()

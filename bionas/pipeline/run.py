@@ -31,7 +31,7 @@ from bionas.pipeline.tracking import output_files, run_loggers
 from bionas.pipeline.train_stage import MODEL_RECORD, TrainStage
 from bionas.plots import training_curves
 from bionas.registry import get_attack, get_dataset, get_registry
-from bionas.runtime import Runtime, resolve_channels_last, resolve_compile
+from bionas.runtime import Runtime, cpu_threads, resolve_channels_last, resolve_compile
 from bionas.rundir import RunDir, provenance, read_json, write_json
 from bionas.space import with_backprop
 from bionas.space.genotype import spec_genotype
@@ -48,7 +48,8 @@ def run_provenance(spec: Spec, device: torch.device, world_size: int) -> dict[st
     if spec.model is not None:
         plugins.append(registry.info("model", split_model_name(spec.model.name)[0]))
     found = provenance({(p.kind, p.name): p for p in plugins}.values())
-    return {**found, "device": str(device), "world_size": world_size}
+    threads = spec.runtime.threads or torch.get_num_threads()
+    return {**found, "device": str(device), "world_size": world_size, "cpu_threads": threads}
 
 
 class Pipeline:
@@ -110,7 +111,8 @@ class Pipeline:
         if main:  # on resume, each stage checks the part of the spec it depends on (StageBook.finished)
             write_json(self.dir.path("resolved_spec.json"), self.book.spec_dict)
             write_json(self.dir.path("provenance.json"), self.provenance)
-        with self.loggers.session(LogRun(self.dir.root, spec.name, self.book.spec_dict, self.resume)):
+        with self.loggers.session(LogRun(self.dir.root, spec.name, self.book.spec_dict, self.resume)), \
+                cpu_threads(spec.runtime.threads):
             return self.run_stages()
 
     def run_stages(self) -> RunResult:
