@@ -27,6 +27,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bionas.space import SearchSpace, Supernet  # noqa: E402
+from search_cost import timed  # noqa: E402  (this directory is on sys.path when run as a script)
 
 QUICKSTART_SPACE = {"ops": ["max_pool_3x3", "skip_connect", "sep_conv_3x3"], "rules": ["usf", "frsf", "fa"]}
 VARIANTS = ("float32", "bf16 autocast", "compile")
@@ -66,18 +67,6 @@ def variant_step(name: str, args: argparse.Namespace):
     return step
 
 
-def timed(step, device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        torch.cuda.synchronize()
-        return time.perf_counter() - start
-    start = time.process_time()
-    step()
-    return time.process_time() - start
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -92,7 +81,7 @@ def main(argv=None) -> None:
     for round_ in range(args.rounds):
         order = VARIANTS[round_ % len(VARIANTS):] + VARIANTS[:round_ % len(VARIANTS)]
         for name in order:
-            times[name].append(timed(steps[name], args.device))
+            times[name].append(timed(steps[name], torch.device(args.device)))
     clock = "wall" if args.device.startswith("cuda") else "CPU"
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); supernet C="
           f"{args.channels}, {args.cells} cells, batch {args.batch}, {args.image_size}x{args.image_size}, "

@@ -54,9 +54,11 @@ from bionas.ops import FactorizedReduce
 
 # The rewrite of torch's slow CPU kernels for dilated convolutions (_undilated): it changes no value.
 # False runs the CPU as a GPU runs (benchmarks/search_cost.py counts a GPU's operators that way).
-# (Stacked layers run in their input's memory format: converting an NCHW supernet's stacked layers to
-# channels_last on the CPU made the quickstart's step 1.3x slower, its BatchNorms over few channels
-# being several times slower in that format, and one at C=8 ten times slower.)
+# (Stacked layers run in their input's memory format. Earlier versions also moved an NCHW supernet's
+# stacked layers to channels_last on the CPU; with 8 channels that made its step ten times slower (2
+# threads on 2 cores; torch's CPU BatchNorm over few channels is slow in channels_last, and the mixed
+# formats slower still): a model that is faster in channels_last is now made channels_last as a whole,
+# runtime.channels_last.)
 CPU_REWRITES = True
 
 # The fewest active candidates of a group that run stacked: one alone runs as it is (a one-hot
