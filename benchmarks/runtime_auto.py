@@ -7,9 +7,9 @@ autocast, and under torch.compile, side by side (bionas.runtime.AUTO_AMP, AUTO_C
 The supernet is the quickstart's by default (max_pool_3x3, skip_connect and sep_conv_3x3 under usf,
 frsf and fa; 4 channels, 3 cells, batches of 32 MNIST-sized images), channels_last. A step is a
 darts weight step: forward, cross-entropy in float32, backward to the weights, SGD. Each round runs
-one step of every variant in a rotated order; the table gives the median seconds per step (CPU
-time of this process on a CPU, wall time with synchronisation on a GPU), its ratio to float32, and
-the wall seconds of the first two steps (compilation included).
+one step of every variant in a rotated order, after `--warmup` untimed steps of each; the table gives
+the median seconds per step (CPU time of this process on a CPU, wall time with synchronisation on a
+GPU), its ratio to float32, and the wall seconds of the warm-up steps (compilation included).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=28)
     parser.add_argument("--in-channels", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps of each variant first (torch.compile "
+                        "compiles, and recompiles for a few steps, before it runs steady)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     return parser.parse_args(argv)
 
@@ -75,8 +77,8 @@ def main(argv=None) -> None:
     for name in VARIANTS:
         steps[name] = variant_step(name, args)
         start = time.perf_counter()
-        steps[name]()
-        steps[name]()
+        for _ in range(args.warmup):
+            steps[name]()
         first[name] = time.perf_counter() - start
     for round_ in range(args.rounds):
         order = VARIANTS[round_ % len(VARIANTS):] + VARIANTS[:round_ % len(VARIANTS)]
@@ -86,7 +88,7 @@ def main(argv=None) -> None:
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); supernet C="
           f"{args.channels}, {args.cells} cells, batch {args.batch}, {args.image_size}x{args.image_size}, "
           f"channels_last, {args.rounds} rotated rounds")
-    print(f"| variant | {clock} s/step | / float32 | first two steps, wall s |")
+    print(f"| variant | {clock} s/step | / float32 | first {args.warmup} steps, wall s |")
     print("|---|---|---|---|")
     base = statistics.median(times["float32"])
     for name in VARIANTS:
