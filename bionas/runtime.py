@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import torch
 
+from bionas.errors import SpecError
+
 Amp = Literal["auto", "bf16", "off"]
 
 # What `auto` means for each runtime setting on each device type (a device type not listed: off).
@@ -29,6 +31,8 @@ Amp = Literal["auto", "bf16", "off"]
 AUTO_CHANNELS_LAST = {"cpu": True, "cuda": True}
 AUTO_AMP = {"cpu": False, "cuda": True}
 AUTO_COMPILE = {"cpu": False, "cuda": False}
+# CUDA graphs replay a whole step's kernels with one launch (docs/scaling.md); they exist on CUDA only.
+AUTO_CUDA_GRAPHS = {"cpu": False, "cuda": True}
 
 
 def resolve_auto(setting: bool | str, device: torch.device, table: dict[str, bool]) -> bool:
@@ -46,6 +50,14 @@ def resolve_channels_last(setting: bool | str, device: torch.device) -> bool:
 def resolve_compile(setting: bool | str, device: torch.device) -> bool:
     """The spec's `runtime.compile` (True, False or "auto") on `device`."""
     return resolve_auto(setting, device, AUTO_COMPILE)
+
+
+def resolve_cuda_graphs(setting: bool | str, device: torch.device) -> bool:
+    """The spec's `runtime.cuda_graphs` (True, False or "auto") on `device`; True off CUDA is an error."""
+    if setting is True and torch.device(device).type != "cuda":
+        raise SpecError([f"runtime.cuda_graphs: true needs a CUDA device; the run's device is "
+                         f"{torch.device(device).type} (use auto or false)"])
+    return resolve_auto(setting, device, AUTO_CUDA_GRAPHS)
 
 
 @contextlib.contextmanager
@@ -75,6 +87,8 @@ class Runtime:
       and the retrain (the pipeline resolves the spec's runtime.channels_last: resolve_channels_last).
     * `compile`: torch.compile the training forward: the retrained network's, the supernet's (the pipeline
       resolves the spec's runtime.compile: resolve_compile).
+    * `cuda_graphs`: each training step, forward-only pass and attack iteration runs as a CUDA graph replay
+      (CUDA only; the pipeline resolves the spec's runtime.cuda_graphs: resolve_cuda_graphs).
     * `rank`, `world_size`: this process in a torchrun launch (0 and 1 without one).
     * `workers`: DataLoader workers for data sets not held in memory (None: make_loader's default).
     * `quiet`: no progress bars.
@@ -85,6 +99,7 @@ class Runtime:
     amp: Amp = "auto"
     channels_last: bool = False
     compile: bool = False
+    cuda_graphs: bool = False
     rank: int = 0
     world_size: int = 1
     workers: int | None = None

@@ -321,6 +321,11 @@ class RuntimeSpec(Section):
         default="auto", description="torch.compile the model's training forward (search and retrain): auto = per "
         "device type (bionas.runtime.AUTO_COMPILE: off on the CPU and on CUDA)."
     )
+    cuda_graphs: bool | Literal["auto"] = Field(
+        default="auto", description="Run each training step, forward-only pass and attack iteration as a CUDA "
+        "graph replay (docs/scaling.md): auto = per device type (bionas.runtime.AUTO_CUDA_GRAPHS: on CUDA only); "
+        "true off CUDA is an error."
+    )
     workers: int = Field(default=4, ge=0, description="DataLoader workers for data sets not held in memory.")
     threads: int | None = Field(
         default=None, gt=0, description="torch's CPU threads for the run (torch.set_num_threads, restored after it); "

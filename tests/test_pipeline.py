@@ -85,6 +85,7 @@ def test_run_writes_every_file_and_each_loads_with_json_or_safetensors_alone(tmp
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["torch"] == torch.__version__ and provenance["bionas"]
     assert provenance["cpu_threads"] == threads + 1
+    assert provenance["cuda_graphs"] is False  # auto on the CPU
     assert {("dataset", "digits"), ("attack", "pgd"), ("rule", "usf")} <= {
         (p["kind"], p["name"]) for p in provenance["plugins"]}
     assert "test accuracy" in (run_dir / "report.md").read_text()

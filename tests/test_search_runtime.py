@@ -70,3 +70,15 @@ def test_the_runtime_settings_reach_the_supernet(mnist, monkeypatch, channels_la
         w[:, 1] = 1.0
     run.loss_and_logits(x, y, one_hot)
     assert made == ([supernet, "called"] if compiled else [])
+
+
+def test_cuda_graphs_auto_is_on_for_cuda_only_and_true_off_cuda_is_a_spec_error():
+    from bionas.errors import SpecError
+    from bionas.runtime import AUTO_CUDA_GRAPHS, resolve_cuda_graphs
+
+    assert RuntimeSpec().cuda_graphs == "auto"
+    assert resolve_cuda_graphs("auto", torch.device("cuda")) is AUTO_CUDA_GRAPHS["cuda"] is True
+    assert resolve_cuda_graphs("auto", torch.device("cpu")) is False
+    assert resolve_cuda_graphs(False, torch.device("cuda")) is False
+    with pytest.raises(SpecError, match="runtime.cuda_graphs: true needs a CUDA device"):
+        resolve_cuda_graphs(True, torch.device("cpu"))

@@ -31,7 +31,7 @@ from bionas.pipeline.tracking import output_files, run_loggers
 from bionas.pipeline.train_stage import MODEL_RECORD, TrainStage
 from bionas.plots import training_curves
 from bionas.registry import get_attack, get_dataset, get_registry
-from bionas.runtime import Runtime, cpu_threads, resolve_channels_last, resolve_compile
+from bionas.runtime import Runtime, cpu_threads, resolve_channels_last, resolve_compile, resolve_cuda_graphs
 from bionas.rundir import RunDir, provenance, read_json, write_json
 from bionas.space import with_backprop
 from bionas.space.genotype import spec_genotype
@@ -49,7 +49,8 @@ def run_provenance(spec: Spec, device: torch.device, world_size: int) -> dict[st
         plugins.append(registry.info("model", split_model_name(spec.model.name)[0]))
     found = provenance({(p.kind, p.name): p for p in plugins}.values())
     threads = spec.runtime.threads or torch.get_num_threads()
-    return {**found, "device": str(device), "world_size": world_size, "cpu_threads": threads}
+    return {**found, "device": str(device), "world_size": world_size, "cpu_threads": threads,
+            "cuda_graphs": resolve_cuda_graphs(spec.runtime.cuda_graphs, device)}
 
 
 class Pipeline:
@@ -75,6 +76,7 @@ class Pipeline:
         self.runtime = Runtime(device=device, amp=spec.runtime.amp,
                                compile=resolve_compile(spec.runtime.compile, device),
                                channels_last=resolve_channels_last(spec.runtime.channels_last, device),
+                               cuda_graphs=resolve_cuda_graphs(spec.runtime.cuda_graphs, device),
                                rank=world.rank, world_size=world.world_size, workers=spec.runtime.workers,
                                quiet=quiet or not world.is_main, log=self.book.log)
         self.attacks = [get_attack(a.name, **a.options) for a in spec.evaluation.attacks]
