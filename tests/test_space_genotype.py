@@ -107,6 +107,27 @@ def test_drawing_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
 
 
+def test_the_drawing_numbers_nodes_as_the_text_does():
+    """genotype.png, genotype.json and str(genotype) (report.md) share one numbering: inputs 0 and 1,
+    intermediate nodes from 2; every edge is drawn into the node that owns it in the text."""
+    from matplotlib.figure import Figure
+
+    from bionas.space.draw import _draw_cell, _positions, rule_colours
+
+    ax = Figure().subplots()
+    _draw_cell(ax, BIONAS_DARTS.normal, BIONAS_DARTS.normal_concat, "normal cell",
+               rule_colours(BIONAS_DARTS.rules_used()))
+    drawn = {text.get_text() for text in ax.texts}
+    assert {"$c_{k-2}$ (0)", "$c_{k-1}$ (1)", "2", "3", "4", "5", "$c_{k}$"} <= drawn
+    assert not {"0", "1"} & drawn  # the first intermediate node is not drawn as 0
+    # edge i is drawn into _positions()[2 + i // 2]: the box there carries that number
+    where = {text.get_position(): text.get_text() for text in ax.texts}
+    assert [where[_positions(4)[2 + i // 2]] for i in range(8)] == ["2", "2", "3", "3", "4", "4", "5", "5"]
+    printed = [line.split(" = ")[0].strip() for line in str(BIONAS_DARTS).splitlines()[1:5]]
+    assert printed == ["node 2", "node 3", "node 4", "node 5"]
+    assert [f"node {n}" for n in BIONAS_DARTS.normal_concat] == printed
+
+
 # A hand-worked example of the DARTS rule: 2 intermediate nodes (edges 0-1 into node 2,
 # edges 2-4 into node 3), candidates none, max_pool, sep_conv/usf, sep_conv/fa.
 CANDIDATES = [Candidate("none", None), Candidate("max_pool_3x3", None), Candidate("sep_conv_3x3", "usf"),

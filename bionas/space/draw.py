@@ -38,14 +38,22 @@ def _positions(nodes: int) -> dict[int, tuple[float, float]]:
     return pos
 
 
+def node_labels(nodes: int) -> dict[int, str]:
+    """The label of each node of a cell drawing, numbered as genotype.json, report.md and `str(genotype)`
+    number them: the inputs c_{k-2} and c_{k-1} are nodes 0 and 1, intermediate nodes 2 .. nodes + 1;
+    the output (key -1) is c_k."""
+    labels = {0: "$c_{k-2}$ (0)", 1: "$c_{k-1}$ (1)", -1: "$c_{k}$"}
+    return {**labels, **{2 + node: str(2 + node) for node in range(nodes)}}
+
+
 def _draw_cell(ax, edges, concat, title: str, colours: dict[str, str]) -> None:
     from matplotlib.patches import FancyArrowPatch
 
     pos = _positions(len(edges) // 2)
-    names = {0: "$c_{k-2}$", 1: "$c_{k-1}$", -1: "$c_{k}$"}
+    labels = node_labels(len(edges) // 2)
     for node, (x, y) in pos.items():
         face = "#dfe8f5" if node in (0, 1) else "#f5e6c8" if node == -1 else "#eeeeee"
-        ax.text(x, y, names.get(node, str(node - 2)), ha="center", va="center", fontsize=10, zorder=3,
+        ax.text(x, y, labels[node], ha="center", va="center", fontsize=10, zorder=3,
                 bbox={"boxstyle": "round,pad=0.35", "fc": face, "ec": "#444444"})  # fmt: skip
     for node in concat:
         ax.add_patch(FancyArrowPatch(pos[node], pos[-1], arrowstyle="-|>", mutation_scale=10, lw=0.8,
