@@ -147,7 +147,9 @@ def plugins_list(
 
 def validate(spec: SpecFile) -> None:
     """Validate a spec: exit 0 and 'valid', or exit 2 and one line per error."""
-    spec_genotype(load_spec(spec), str(spec))
+    genotype = spec_genotype(load_spec(spec), str(spec))
+    for note in genotype.notes if genotype is not None else []:
+        warn(note)
     typer.echo("valid")
 
 

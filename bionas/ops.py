@@ -57,6 +57,13 @@ class Operation(Plugin):
     def build(self, channels: int, stride: int, rule, affine: bool) -> nn.Module:
         raise NotImplementedError
 
+    @classmethod
+    def has_weights(cls, stride: int) -> bool:
+        """Whether the op built at `stride` has weights for a rule to train: `parametric`, unless the op
+        says otherwise for a stride (skip_connect: the identity at stride 1). A derived cell builds an
+        edge without a rule where this is False, and a genotype's rule there is read as null."""
+        return cls.parametric
+
 
 def with_rule(module: nn.Module, rule) -> nn.Module:
     """`rule.apply(module)`: every Conv2d/Linear inside learns by `rule`; None leaves it as built (backprop)."""

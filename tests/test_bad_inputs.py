@@ -170,7 +170,11 @@ SPEC_CASES = [
     ("genotype-inline-no-rule", {"genotype": inline_with({"op": "sep_conv_3x3", "rule": None})},
      {"genotype": inline_with({"op": "sep_conv_3x3", "rule": "fa"})}, "has parameters: give the rule"),
     ("genotype-inline-rule-on-pool", {"genotype": inline_with({"op": "max_pool_3x3", "rule": "fa"})},
-     {"genotype": inline_with({"op": "max_pool_3x3", "rule": None})}, "is parameter-free: its rule must be null"),
+     {"genotype": inline_with({"op": "max_pool_3x3", "rule": None})},
+     "genotype (spec genotype): normal[0].rule: op 'max_pool_3x3' is parameter-free, so rule 'fa' cannot apply"),
+    ("genotype-inline-unused-node", {"genotype": {**INLINE, "normal_concat": [2, 3, 4]}},
+     {"genotype": {**INLINE, "normal_concat": [3, 4, 5]}},  # node 2 feeds node 3: the loose ends suffice
+     "normal_concat: node 5 is neither in the concat nor the source of a later edge"),
     ("genotype-number", {"genotype": 5}, {"genotype": INLINE}, "genotype"),
     ("eps-255-units", {"evaluation.attacks": [{"name": "fgsm", "eps": [8]}]},
      {"evaluation.attacks": [{"name": "fgsm", "eps": ["8/255"]}]}, "did you mean 8/255?"),
@@ -216,6 +220,18 @@ def test_validate_refuses_a_bad_spec_and_passes_its_neighbour(files, tmp_path, b
 
     assert_refused(invoke("validate", write(bad)), expected)
     assert_passes(invoke("validate", write(good)))
+
+
+def test_a_rule_on_an_identity_is_a_warning_not_an_error(files, tmp_path):
+    """The paper's genotype as published names frsf on skip_connects of the normal cell (identities):
+    validate accepts it, and says the rule is read as null."""
+    published = inline_with({"rule": "frsf"})  # normal[0]: skip_connect from node 0
+    (tmp_path / "spec.json").write_text(json.dumps(changed(files["base"], {"genotype": published})))
+    result = invoke("validate", tmp_path / "spec.json")
+    assert_passes(result)
+    assert "warning: genotype (spec genotype): normal[0].rule: skip_connect at stride 1 (every edge of a normal " \
+           "cell) has no weights, so rule 'frsf' cannot apply: read as null" in " ".join(result.output.split())
+    assert result.stdout.strip().endswith("valid")
 
 
 VALID_YAML = "name: x\ndataset: digits\nsearch: random\nretrain:\n  epochs: 1\n  lr: 0.1\n"

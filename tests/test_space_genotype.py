@@ -8,23 +8,24 @@ import torch
 from space_support import rules  # noqa: F401  (fixture)
 
 from bionas.errors import SpecError
-from bionas.space import BIONAS_DARTS, DARTS_V2, Edge, Genotype, SearchSpace, Supernet, derive_cell
+from bionas.space import BIONAS_DARTS, DARTS_V2, Edge, Genotype, SearchSpace, Supernet, build_network, derive_cell
 from bionas.space.candidates import Candidate
 
-# DARTS_V2 written out (quark0/darts cnn/genotypes.py), to check the module constant against.
+# DARTS_V2 written out (quark0/darts cnn/genotypes.py), to check the module constant against: its
+# skip_connects are all at stride 1, identities without weights, so without a rule.
 DARTS_V2_JSON = {
     "normal": [
         {"op": "sep_conv_3x3", "rule": "bp", "source": 0}, {"op": "sep_conv_3x3", "rule": "bp", "source": 1},
         {"op": "sep_conv_3x3", "rule": "bp", "source": 0}, {"op": "sep_conv_3x3", "rule": "bp", "source": 1},
-        {"op": "sep_conv_3x3", "rule": "bp", "source": 1}, {"op": "skip_connect", "rule": "bp", "source": 0},
-        {"op": "skip_connect", "rule": "bp", "source": 0}, {"op": "dil_conv_3x3", "rule": "bp", "source": 2},
+        {"op": "sep_conv_3x3", "rule": "bp", "source": 1}, {"op": "skip_connect", "rule": None, "source": 0},
+        {"op": "skip_connect", "rule": None, "source": 0}, {"op": "dil_conv_3x3", "rule": "bp", "source": 2},
     ],
     "normal_concat": [2, 3, 4, 5],
     "reduce": [
         {"op": "max_pool_3x3", "rule": None, "source": 0}, {"op": "max_pool_3x3", "rule": None, "source": 1},
-        {"op": "skip_connect", "rule": "bp", "source": 2}, {"op": "max_pool_3x3", "rule": None, "source": 1},
-        {"op": "max_pool_3x3", "rule": None, "source": 0}, {"op": "skip_connect", "rule": "bp", "source": 2},
-        {"op": "skip_connect", "rule": "bp", "source": 2}, {"op": "max_pool_3x3", "rule": None, "source": 1},
+        {"op": "skip_connect", "rule": None, "source": 2}, {"op": "max_pool_3x3", "rule": None, "source": 1},
+        {"op": "max_pool_3x3", "rule": None, "source": 0}, {"op": "skip_connect", "rule": None, "source": 2},
+        {"op": "skip_connect", "rule": None, "source": 2}, {"op": "max_pool_3x3", "rule": None, "source": 1},
     ],
     "reduce_concat": [2, 3, 4, 5],
     "fixed_rules": {"stem": "bp", "preprocess": "bp", "classifier": "bp", "auxiliary": "bp"},
@@ -34,6 +35,38 @@ DARTS_V2_JSON = {
 def test_darts_v2_constant_is_the_published_genotype(rules):
     assert DARTS_V2.to_dict() == DARTS_V2_JSON
     assert Genotype.from_dict(DARTS_V2_JSON) == DARTS_V2
+
+
+def test_a_rule_on_an_identity_is_read_as_null_with_a_note(rules):
+    """skip_connect at stride 1 (a normal cell; a reduction cell from node 2 on) is the identity: the paper's
+    published genotype names rules there; they are read as null, each with a note naming the edge."""
+    published = BIONAS_DARTS.to_dict()
+    for i in (0, 1, 5):  # the paper's (skip_connect, frsf) edges of the normal cell
+        assert published["normal"][i] == {"op": "skip_connect", "rule": None, "source": published["normal"][i]["source"]}
+        published["normal"][i]["rule"] = "frsf"
+    published["reduce"][1]["rule"] = "brsf"  # stride 2 (from node 1): a FactorizedReduce, whose rule counts
+    published["reduce"][2] = {"op": "skip_connect", "rule": "usf", "source": 2}  # stride 1 in a reduction cell
+    genotype = Genotype.from_dict(published)
+    assert genotype.notes == [
+        "normal[0].rule: skip_connect at stride 1 (every edge of a normal cell) has no weights, so rule 'frsf' "
+        "cannot apply: read as null",
+        "normal[1].rule: skip_connect at stride 1 (every edge of a normal cell) has no weights, so rule 'frsf' "
+        "cannot apply: read as null",
+        "normal[5].rule: skip_connect at stride 1 (every edge of a normal cell) has no weights, so rule 'frsf' "
+        "cannot apply: read as null",
+        "reduce[2].rule: skip_connect at stride 1 (an edge of a reduction cell from node 2 on) has no weights, so "
+        "rule 'usf' cannot apply: read as null",
+    ]
+    assert [genotype.normal[i].rule for i in (0, 1, 5)] == [None] * 3
+    assert genotype.reduce[1] == Edge("skip_connect", "brsf", 1) and genotype.reduce[2] == Edge("skip_connect", None, 2)
+    assert Genotype.from_dict(genotype.to_dict()).notes == []  # what it writes reads back unchanged
+    # normal: 3 identities + a pool free, sep_conv frsf 2 and usf 2; reduce: 5 pools + an identity free,
+    # the stride-2 skip_connect brsf, dil_conv usf
+    assert genotype.rule_counts() == {"free": 10, "usf": 3, "frsf": 2, "brsf": 1}
+    with pytest.raises(SpecError) as err:  # a stride-2 skip_connect has weights: it needs its rule
+        Genotype.from_dict({**published, "reduce": [{**published["reduce"][0]}, {**published["reduce"][1], "rule": None},
+                                                    *published["reduce"][2:]]})
+    assert err.value.errors == ["reduce[1].rule: op 'skip_connect' has parameters: give the rule they learn by"]
 
 
 def test_json_round_trip_through_a_file(rules, tmp_path):
@@ -89,7 +122,7 @@ def test_malformed_genotypes_name_each_problem(rules):
         Genotype.from_dict(rule_on_pool)
     assert err.value.errors == [
         "normal[0].rule: op 'sep_conv_3x3' has parameters: give the rule they learn by",
-        "reduce[0].rule: op 'max_pool_3x3' is parameter-free: its rule must be null",
+        "reduce[0].rule: op 'max_pool_3x3' is parameter-free, so rule 'bp' cannot apply: its rule must be null",
     ]
 
 
@@ -171,3 +204,42 @@ def test_supernet_derives_the_same_genotype_from_its_alphas(rules):
         Edge("sep_conv_3x3", "fa", 0), Edge("sep_conv_3x3", "usf", 1),
         Edge("max_pool_3x3", None, 0), Edge("sep_conv_3x3", "usf", 2),
     ]  # fmt: skip
+
+
+def test_the_derivation_gives_an_identity_no_rule(rules):
+    """The joint space holds skip_connect once per rule on every edge (its rule counts at stride 2); where a
+    kept skip_connect is the identity, the genotype records it without a rule, as reading a genotype does.
+    The DARTS rule itself is untouched: the same edges and ops are kept."""
+    space = SearchSpace({"ops": ["none", "skip_connect"], "rules": ["usf", "frsf"], "nodes": 2, "channels": 4,
+                         "cells": 3})
+    frsf = space.index("skip_connect", "frsf")
+    weights = torch.full((5, space.num_candidates), 0.1).index_fill_(1, torch.tensor([frsf]), 0.8)
+    genotype = Supernet(space, num_classes=3).genotype({"normal": weights, "reduce": weights})
+    assert genotype.normal == [Edge("skip_connect", None, 0), Edge("skip_connect", None, 1),
+                               Edge("skip_connect", None, 0), Edge("skip_connect", None, 1)]
+    # reduction cell: from the inputs (stride 2) a FactorizedReduce learning by frsf
+    assert genotype.reduce == [Edge("skip_connect", "frsf", 0), Edge("skip_connect", "frsf", 1),
+                               Edge("skip_connect", "frsf", 0), Edge("skip_connect", "frsf", 1)]
+    assert Genotype.from_dict(genotype.to_dict()).notes == []  # a searched genotype reads back as it is
+
+
+def _edge(cell_type, index, **change):
+    return lambda data: data[cell_type][index].update(change)
+
+
+@pytest.mark.parametrize("change", [
+    _edge("normal", 1, source=0),                                     # both edges of node 2 from node 0
+    lambda data: data.update(normal_concat=[0, 2, 3, 4, 5]),          # a cell input concatenated too
+    _edge("normal", 7, op="none", rule=None),                         # an edge that adds zeros
+    lambda data: data.update(reduce=data["reduce"][:6], reduce_concat=[2, 3, 4]),  # fewer reduction nodes
+], ids=["duplicate-input", "concat-input", "none-edge", "fewer-reduce-nodes"])  # fmt: skip
+def test_unusual_but_sound_genotypes_are_accepted_and_build(rules, change):
+    """What DARTS's derivation never writes but a hand-written cell may hold, and the network builds and
+    trains: accepted (docs/space.md, "Genotype")."""
+    data = BIONAS_DARTS.to_dict()
+    change(data)
+    genotype = Genotype.from_dict(data)
+    net = build_network(genotype, {"channels": 4, "cells": 3, "num_classes": 3, "in_channels": 1, "image_size": 8})
+    logits = net(torch.rand(2, 1, 8, 8))
+    logits.sum().backward()
+    assert logits.shape == (2, 3) and all(p.grad is not None for p in net.cells[0].ops.parameters())

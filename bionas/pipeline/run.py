@@ -71,6 +71,8 @@ class Pipeline:
         versions = {"bionas": self.provenance["bionas"], "torch": self.provenance["torch"]}
         identity = content_identity(spec.to_dict(), self.given, self.dataset)
         self.loggers = run_loggers(spec, world.is_main, self.warn)
+        for note in self.given.notes if self.given is not None else []:
+            self.warn(note)
         self.book = StageBook(self.dir, spec.to_dict(), versions, main=world.is_main, loggers=self.loggers,
                               identity_dict=identity)
         self.runtime = Runtime(device=device, amp=spec.runtime.amp,

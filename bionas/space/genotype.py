@@ -11,7 +11,12 @@ k-2; intermediate node i owns edges 2i and 2i+1):
 A rule is a name, or {"name": ..., "options": {...}} when its options differ
 from the defaults; a parameter-free op has rule null, and so has a fixed layer
 that stays plain (backprop without a rule plugin). Fixed rules a genotype leaves
-out are those of the default space (bp).
+out are those of the default space (bp). An op with weights at one stride only
+(skip_connect: the identity at stride 1, a FactorizedReduce at stride 2) has
+rule null where it has none; a rule given there is read as null, with a note
+(`Genotype.notes`) that runs print as a warning, so the paper's published
+genotype and those of earlier versions, which name rules on identities, still
+load.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ class Edge:
         return f"{self.op}/{_rule_text(self.rule)}({self.source})"
 
 
+def edge_stride(cell_type: str, source: int) -> int:
+    """The stride of an edge (DARTS): 2 from a reduction cell's inputs (nodes 0 and 1), else 1."""
+    return 2 if cell_type == "reduce" and source < 2 else 1
+
+
 def default_fixed_rules() -> dict[str, RuleRef | None]:
     """Every fixed layer on the default space's fixed rule (bp; None, plain layers, when no rule is bp)."""
     return dict.fromkeys(FIXED_LAYERS, default_fixed_rule())
@@ -67,6 +77,9 @@ class Genotype:
     reduce: list[Edge]
     reduce_concat: list[int]
     fixed_rules: dict[str, RuleRef | None] = field(default_factory=default_fixed_rules)
+    # What reading the genotype changed (a rule on an edge without weights, read as null): a run
+    # prints each as a warning. Not part of the genotype: not compared, not written.
+    notes: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def cell(self, cell_type: str) -> tuple[list[Edge], list[int]]:
         """(edges, concat) of "normal" or "reduce"."""
@@ -131,23 +144,36 @@ class Genotype:
     # -- checks ----------------------------------------------------------------------------------
 
     def validate(self, registry: Registry | None = None, source: str | None = None) -> None:
-        """Every op and rule is registered, rule options are valid, rules sit exactly on parametric ops."""
+        """Every op and rule is registered, rule options are valid, rules sit exactly on edges with weights.
+
+        A rule on an edge whose op has weights at other strides but not at this one (skip_connect at
+        stride 1) is set to null here, with a note in `notes`; on an op without weights at any stride
+        (pooling, none) it is an error."""
         registry = registry or get_registry()
         errors = []
         for cell_type in CELL_TYPES:
-            for i, edge in enumerate(getattr(self, cell_type)):
+            edges = getattr(self, cell_type)
+            for i, edge in enumerate(edges):
                 path = f"{cell_type}[{i}]"
                 try:
                     op = registry.get_class("op", edge.op)
                 except PluginError as exc:
                     errors.append(f"{path}.op: {exc}")
                     continue
-                if op.parametric and edge.rule is None:
+                if edge.rule is not None and (rule_errors := _rule_errors(registry, edge.rule, f"{path}.rule")):
+                    errors += rule_errors  # a misspelt rule is reported as such, wherever it sits
+                    continue
+                stride = edge_stride(cell_type, edge.source)
+                weights = op.has_weights(stride)
+                if weights and edge.rule is None:
                     errors.append(f"{path}.rule: op '{edge.op}' has parameters: give the rule they learn by")
                 elif not op.parametric and edge.rule is not None:
-                    errors.append(f"{path}.rule: op '{edge.op}' is parameter-free: its rule must be null")
-                elif edge.rule is not None:
-                    errors += _rule_errors(registry, edge.rule, f"{path}.rule")
+                    errors.append(f"{path}.rule: op '{edge.op}' is parameter-free, so rule '{_rule_text(edge.rule)}' "
+                                  "cannot apply: its rule must be null")
+                elif not weights and edge.rule is not None:
+                    self.notes.append(f"{path}.rule: {edge.op} at stride {stride} ({_where(cell_type)}) has no "
+                                      f"weights, so rule '{_rule_text(edge.rule)}' cannot apply: read as null")
+                    edges[i] = Edge(edge.op, None, edge.source)
         for layer in FIXED_LAYERS:
             if self.fixed_rules[layer] is not None:  # None: plain layers
                 errors += _rule_errors(registry, self.fixed_rules[layer], f"fixed_rules.{layer}")
@@ -183,6 +209,10 @@ class Genotype:
         return draw_genotype(self, path)
 
 
+def _where(cell_type: str) -> str:
+    return "every edge of a normal cell" if cell_type == "normal" else "an edge of a reduction cell from node 2 on"
+
+
 def _fixed_rules(given: dict[str, RuleRef | None]) -> dict[str, RuleRef | None]:
     """The fixed rules of a genotype's JSON, those it leaves out from the default space."""
     missing = [layer for layer in FIXED_LAYERS if layer not in given]
@@ -216,10 +246,12 @@ def _structure_errors(data: Any) -> list[str]:
         if concat is not None and (
             not isinstance(concat, list)
             or not concat
-            or not all(isinstance(n, int) and 0 <= n < nodes for n in concat)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < nodes for n in concat)
             or len(set(concat)) != len(concat)
         ):
             errors.append(f"{cell_type}_concat: distinct node numbers in 0..{nodes - 1}, got {concat!r}")
+        elif concat is not None:
+            errors += _unused_node_errors(edges, concat, cell_type)
     fixed = data.get("fixed_rules", {})
     if not isinstance(fixed, dict):
         errors.append("fixed_rules: an object of rules by layer")
@@ -229,6 +261,15 @@ def _structure_errors(data: Any) -> list[str]:
         errors += [f"fixed_rules.{k}: a rule name, {{name, options}} or null (plain layers)"
                    for k, v in fixed.items() if v is not None and not _is_rule_ref(v)]
     return errors
+
+
+def _unused_node_errors(edges: list[Any], concat: list[int], cell_type: str) -> list[str]:
+    """An intermediate node neither concatenated nor read by a later edge computes nothing the cell
+    outputs: its edges' weights would never learn, yet count as parameters."""
+    read = {edge.get("source") for edge in edges if isinstance(edge, dict)}
+    unused = [node for node in range(2, 2 + len(edges) // 2) if node not in concat and node not in read]
+    return [f"{cell_type}_concat: node {node} is neither in the concat nor the source of a later edge, so nothing "
+            f"the cell outputs depends on it; add it to {cell_type}_concat" for node in unused]
 
 
 def _edge_errors(edge: Any, path: str, inputs: int) -> list[str]:
@@ -318,6 +359,11 @@ def derive_genotype(space, weights: Mapping[str, Any], edge_weights: Mapping[str
         scale = None if edge_weights is None else _as_list(edge_weights[kind])
         cells[kind] = derive_cell(_as_list(weights[kind]), space.candidates, zero, nodes, scale)
     concat = list(range(2, 2 + nodes))
+    for kind, edges in cells.items():
+        # The rule variants of an op are one candidate each, also where the op has no weights (skip_connect
+        # at stride 1, the identity); the kept edge is the winning candidate's op, without a rule there.
+        cells[kind] = [edge if space.ops[edge.op].has_weights(edge_stride(kind, edge.source))
+                       else Edge(edge.op, None, edge.source) for edge in edges]
     return Genotype(cells["normal"], concat, cells["reduce"], list(concat), dict(space.fixed_rules))
 
 
@@ -328,31 +374,32 @@ def _as_list(value: Any) -> Any:
 # -- published genotypes (REFERENCES.md) ---------------------------------------------------------
 
 
-def _edges(*items: tuple) -> list[Edge]:
-    """Edges from (op, rule, source), or (op, source): then bp, or no rule for a parameter-free op.
+def _edges(cell_type: str, *items: tuple) -> list[Edge]:
+    """Edges from (op, rule, source), or (op, source): then bp; no rule for a parameter-free op, nor for
+    skip_connect at stride 1 (the identity: what Genotype.validate reads a rule there as).
 
     The published genotypes name their ops and rules as published; they need the first-party
     plugins to be built."""
     edges = []
     for item in items:
-        if len(item) == 3:
-            edges.append(Edge(*item))
-        else:
-            op, source = item
-            edges.append(Edge(op, None if op in _PARAMETER_FREE else "bp", source))
+        op, rule, source = item if len(item) == 3 else (item[0], "bp", item[1])
+        no_weights = op in _PARAMETER_FREE or (op == "skip_connect" and edge_stride(cell_type, source) == 1)
+        edges.append(Edge(op, None if no_weights else rule, source))
     return edges
 
 
 _PARAMETER_FREE = {"none", "max_pool_3x3", "avg_pool_3x3"}
 
-# DARTS (second order), quark0/darts cnn/genotypes.py DARTS_V2; every rule bp.
+# DARTS (second order), quark0/darts cnn/genotypes.py DARTS_V2; every edge with weights on bp.
 DARTS_V2 = Genotype(
     normal=_edges(
+        "normal",
         ("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
         ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2),
     ),
     normal_concat=[2, 3, 4, 5],
     reduce=_edges(
+        "reduce",
         ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
         ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1),
     ),
@@ -360,16 +407,19 @@ DARTS_V2 = Genotype(
     fixed_rules=dict.fromkeys(FIXED_LAYERS, "bp"),
 )  # fmt: skip
 
-# The published BioNAS-DARTS network (Hamzaoui & Baghdadi 2025). Its code kept every fixed
-# layer on backprop, so the fixed rules are bp.
+# The published BioNAS-DARTS network (Hamzaoui & Baghdadi 2025), its rules as published; the three
+# frsf skip_connects of the normal cell are identities, so their rule is null. Its code kept every
+# fixed layer on backprop, so the fixed rules are bp.
 BIONAS_DARTS = Genotype(
     normal=_edges(
+        "normal",
         ("skip_connect", "frsf", 0), ("skip_connect", "frsf", 1), ("sep_conv_3x3", "frsf", 1),
         ("sep_conv_3x3", "usf", 2), ("sep_conv_3x3", "usf", 0), ("skip_connect", "frsf", 1),
         ("sep_conv_3x3", "frsf", 1), ("max_pool_3x3", 0),
     ),
     normal_concat=[2, 3, 4, 5],
     reduce=_edges(
+        "reduce",
         ("max_pool_3x3", 0), ("skip_connect", "usf", 1), ("max_pool_3x3", 0), ("max_pool_3x3", 1),
         ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("max_pool_3x3", 0), ("dil_conv_5x5", "usf", 3),
     ),
@@ -380,7 +430,8 @@ BIONAS_DARTS = Genotype(
 
 def spec_genotype(spec, label: str | None = None) -> Genotype | None:
     """The genotype a spec retrains (a file, or inline), read and checked against the installed ops and
-    rules as the retrain will; None when the spec names none. Raises SpecError under the field `genotype`.
+    rules as the retrain will; None when the spec names none. Raises SpecError under the field `genotype`;
+    its `notes` (what reading it normalised) name the field too, for the caller to print as warnings.
 
     Not part of `load_spec`: the spec layer sits below the models. `bionas validate`, studies and every run
     (when it starts, before any work) call it; a spec recorded in a run directory is never read with it
@@ -389,8 +440,12 @@ def spec_genotype(spec, label: str | None = None) -> Genotype | None:
         return None
     try:
         if isinstance(spec.genotype, str):
-            return Genotype.load(Path(spec.genotype).expanduser())
-        return Genotype.from_dict(spec.genotype, source="spec genotype")
+            path = Path(spec.genotype).expanduser()
+            genotype, source = Genotype.load(path), str(path)
+        else:
+            genotype, source = Genotype.from_dict(spec.genotype, source="spec genotype"), "spec genotype"
+        genotype.notes = [f"genotype ({source}): {note}" for note in genotype.notes]
+        return genotype
     except SpecError as error:
         raise SpecError([f"genotype ({error.source}): {line}" for line in error.errors], label) from None
     except BionasError as error:

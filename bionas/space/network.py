@@ -18,7 +18,7 @@ from bionas.ops import with_rule
 from bionas.registry import Registry, get_registry
 from bionas.rules import OutputTap
 from bionas.space.blocks import Normalize, drop_path, preprocess, reduction_cells, stem
-from bionas.space.genotype import Edge, Genotype
+from bionas.space.genotype import Edge, Genotype, edge_stride
 from bionas.space.rule_factory import RuleFactory
 
 # DARTS AuxiliaryHeadCIFAR: average-pool the 8x8 map (5x5, stride 3) to 2x2, 1x1 conv to 128,
@@ -53,8 +53,8 @@ class Cell(nn.Module):
         self.ops = nn.ModuleList()
         for edge in edges:
             op = registry.create("op", edge.op)
-            stride = 2 if reduction and edge.source < 2 else 1
-            self.ops.append(op.build(channels, stride, rules(edge.rule) if op.parametric else None, True))
+            stride = edge_stride("reduce" if reduction else "normal", edge.source)
+            self.ops.append(op.build(channels, stride, rules(edge.rule) if op.has_weights(stride) else None, True))
         # DARTS drops paths of every op but the identity
         self.droppable = [not isinstance(op, nn.Identity) for op in self.ops]
         self.multiplier = len(self.concat)

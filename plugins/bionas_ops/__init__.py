@@ -113,6 +113,10 @@ class SkipConnect(DartsOperation):
             return nn.Identity()
         return bionas.with_rule(bionas.FactorizedReduce(channels, channels, affine=affine), rule)
 
+    @classmethod
+    def has_weights(cls, stride: int) -> bool:
+        return stride != 1
+
 
 def _depthwise(channels: int, kernel: int, stride: int, dilation: int) -> nn.Conv2d:
     padding = dilation * (kernel - 1) // 2
