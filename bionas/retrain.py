@@ -118,7 +118,8 @@ def retrain(
     if runtime.compile:
         model.forward_with_aux = torch.compile(model.forward_with_aux)
     forward = training_forward(model, runtime)
-    augment = {"cutout": recipe.cutout}
+    # The retrain's cutout replaces the data set's (its `augment` option's is the search's); null: the data set's own.
+    augment = {"cutout": dataset.retrain_cutout if recipe.cutout is None else recipe.cutout}
     train_loader = make_loader(dataset, "train", recipe.batch_size, train=True, device=device, augment=augment,
                                seed=seed, rank=rank, world_size=world_size, num_workers=runtime.workers)
     # Rank 0 alone validates: its numbers decide for every rank.

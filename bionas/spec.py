@@ -225,10 +225,14 @@ class ModelSpec(PluginRef):
 
 # The retrain fields that build a genotype's network: a model run has its own architecture.
 GENOTYPE_NETWORK_FIELDS = ("channels", "cells", "auxiliary", "auxiliary_weight", "drop_path")
+# What a model run's resolved spec says of those it has none of (RetrainSpec.with_defaults).
+MODEL_RUN_VALUES = {"auxiliary": False, "drop_path": 0.0}
 
 
 class RetrainSpec(Section):
-    """Retraining the derived network; defaults are the DARTS CIFAR evaluation recipe."""
+    """Retraining the derived network; defaults are DARTS's CIFAR recipe, but the cutout is the data set's.
+
+    A model run (no auxiliary head, no drop path) records auxiliary false and drop path 0."""
 
     epochs: int = Field(default=600, gt=0, description="Training epochs (DARTS: 600).")
     batch_size: int = Field(default=96, gt=0, description="Minibatch size (DARTS: 96).")
@@ -244,10 +248,23 @@ class RetrainSpec(Section):
     warmup_epochs: int = Field(default=0, ge=0, description="Linear learning-rate warm-up epochs.")
     grad_clip: float | None = Field(default=5.0, gt=0, description="Gradient-norm clip (DARTS: 5); null = off.")
     label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="Label smoothing (DARTS ImageNet: 0.1).")
-    auxiliary: bool = Field(default=True, description="Auxiliary head after cell 2*cells//3.")
+    auxiliary: bool = Field(default=True, description="Auxiliary head after cell 2*cells//3 (DARTS). A model "
+                            "has none: a model run's resolved spec says false.")
     auxiliary_weight: float = Field(default=0.4, ge=0, description="Weight of the auxiliary loss (DARTS: 0.4).")
-    drop_path: float = Field(default=0.2, ge=0, lt=1, description="Final drop-path probability, scaled linearly.")
-    cutout: int = Field(default=16, ge=0, description="Cutout length in pixels (DARTS: 16); 0 = off.")
+    drop_path: float = Field(default=0.2, ge=0, lt=1, description="Final drop-path probability, scaled linearly "
+                             "(DARTS: 0.2). Drop path belongs to DARTS cells: a model run's resolved spec says 0.")
+    cutout: int | None = Field(
+        default=None, ge=0, description="Cutout length in pixels; 0 = off; null = the data set's own "
+        "(`retrain_cutout`: cifar10, cifar100 16 as DARTS; 0 for the other first-party data sets), filled in "
+        "the resolved spec. Must be smaller than the images' side.")
+
+    def with_defaults(self, retrain_cutout: int, model_run: bool) -> RetrainSpec:
+        """This recipe with the defaults that depend on the run filled in: a null cutout becomes the data set's
+        `retrain_cutout`; a model run (no auxiliary head, no drop path) records auxiliary false, drop path 0."""
+        update: dict[str, Any] = {"cutout": retrain_cutout} if self.cutout is None else {}
+        if model_run:
+            update.update(auxiliary=False, drop_path=0.0)
+        return self.model_copy(update=update)
 
     @field_validator("optimizer")
     @classmethod
@@ -454,7 +471,8 @@ class Spec(Section):
         else:
             errors += [f"retrain.{field}: builds a genotype's network, not a model (leave it out; the model's "
                        "options shape it)" for field in GENOTYPE_NETWORK_FIELDS
-                       if getattr(self.retrain, field) != RetrainSpec.model_fields[field].default]
+                       if getattr(self.retrain, field) not in (RetrainSpec.model_fields[field].default,
+                                                               MODEL_RUN_VALUES.get(field))]
         return errors
 
     def plugin_refs(self) -> Iterator[tuple[str, str, PluginRef]]:
@@ -559,6 +577,8 @@ def load_spec(
     registry = registry or get_registry()
     errors = spec.stage_errors() + resolve_plugins(spec, registry)
     errors += cross_errors(spec, registry)
+    if not errors:
+        errors = resolve_retrain(spec, registry)
     if errors:
         raise SpecError(errors, label)
     return spec
@@ -596,6 +616,22 @@ def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
     if spec.model is not None:
         errors += model_errors(spec, registry)
     return errors
+
+
+def resolve_retrain(spec: Spec, registry: Registry) -> list[str]:
+    """Fill the retrain's run-dependent defaults in place (`RetrainSpec.with_defaults`: the data set's
+    cutout; a model's lack of auxiliary head and drop path); refuse a cutout that covers the whole image."""
+    if spec.retrain is None:
+        return []
+    cls = registry.get_class("dataset", spec.dataset.name)  # both resolved: phase 2 passed
+    options = cls.Options.model_validate(spec.dataset.options)
+    spec.retrain = spec.retrain.with_defaults(cls.retrain_cutout, spec.model is not None)
+    side = cls.image_side(options)
+    if side is not None and spec.retrain.cutout >= side:
+        return [f"retrain.cutout: {spec.retrain.cutout} is not smaller than the {side}x{side} images of "
+                f"{spec.dataset.name}: a cutout square that size can blank a whole image; give less than {side} "
+                "(0 = off)"]
+    return []
 
 
 def rule_path(glob: str) -> str:

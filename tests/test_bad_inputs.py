@@ -176,6 +176,12 @@ SPEC_CASES = [
      {"genotype": {**INLINE, "normal_concat": [3, 4, 5]}},  # node 2 feeds node 3: the loose ends suffice
      "normal_concat: node 5 is neither in the concat nor the source of a later edge"),
     ("genotype-number", {"genotype": 5}, {"genotype": INLINE}, "genotype"),
+    ("retrain-cutout-whole-image", {"retrain.cutout": 8}, {"retrain.cutout": 4},
+     "retrain.cutout: 8 is not smaller than the 8x8 images of digits"),
+    ("augment-cutout-whole-image", {"dataset.options": {"augment": {"cutout": 9}}},
+     {"dataset.options": {"augment": {"cutout": 2}}}, "dataset.options.augment.cutout: 9 is not smaller than the 8x8"),
+    ("augment-padding-whole-image", {"dataset.options": {"augment": {"padding": 8}}},
+     {"dataset.options": {"augment": {"padding": 2}}}, "dataset.options.augment.padding: 8 is not smaller than the 8x8"),
     ("eps-255-units", {"evaluation.attacks": [{"name": "fgsm", "eps": [8]}]},
      {"evaluation.attacks": [{"name": "fgsm", "eps": ["8/255"]}]}, "did you mean 8/255?"),
     ("eps-option-255-units", {"evaluation.attacks": [{"name": "pgd", "options": {"eps": 8}}]},

@@ -74,6 +74,11 @@ class Dataset(Plugin):
 
     kind: ClassVar[str] = "dataset"
     default_augment: ClassVar[AugmentSpec] = AugmentSpec()
+    # The retrain's cutout when the spec leaves retrain.cutout null: the data set's own recipe
+    # (CIFAR: DARTS's 16), 0 (off) unless a data set is known to gain from it.
+    retrain_cutout: ClassVar[int] = 0
+    # The side of every image when no option sets it (else None: the `image_size` option, if any, says).
+    fixed_image_size: ClassVar[int | None] = None
 
     @property
     def info(self) -> DatasetInfo:
@@ -105,12 +110,26 @@ class Dataset(Plugin):
         return None
 
     @classmethod
+    def image_side(cls, options) -> int | None:
+        """The side of the images these options give, known without reading any data; None: unknown until read."""
+        return cls.fixed_image_size or getattr(options, "image_size", None)
+
+    @classmethod
     def spec_errors(cls, options, spec) -> list[str]:
-        """The retrain keeps its best validation epoch: a data set without a val split cannot serve it."""
+        """The retrain keeps its best validation epoch: a data set without a val split cannot serve it. An
+        augmentation square or shift as large as the image can leave nothing of it."""
+        errors = []
         if spec.retrain is not None and getattr(options, "val_size", None) == 0:
-            return ["options.val_size: 0 leaves no validation split, and the retrain selects its network on "
-                    "validation (its best epoch); give val_size > 0"]
-        return []
+            errors.append("options.val_size: 0 leaves no validation split, and the retrain selects its network on "
+                          "validation (its best epoch); give val_size > 0")
+        augment, side = getattr(options, "augment", None), cls.image_side(options)
+        if isinstance(augment, AugmentSpec) and side is not None:
+            errors += [f"options.augment.{field}: {value} is not smaller than the {side}x{side} images: {why}; "
+                       f"give less than {side} (0 = off)"
+                       for field, value, why in (("cutout", augment.cutout, "the square can blank a whole image"),
+                                                 ("padding", augment.padding, "a crop can hold only padding"))
+                       if value >= side]
+        return errors
 
     @classmethod
     def location_fields(cls) -> list[str]:

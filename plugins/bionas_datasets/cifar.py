@@ -15,6 +15,8 @@ from bionas_datasets._files import images_and_labels, load_pickle
 
 
 class _Cifar(InMemoryDataset):
+    retrain_cutout = 16  # DARTS's CIFAR recipe
+    fixed_image_size = 32
     folder: ClassVar[str]
     train_files: ClassVar[tuple[str, ...]]
     test_files: ClassVar[tuple[str, ...]]
@@ -35,7 +37,7 @@ class _Cifar(InMemoryDataset):
 
     @property
     def info(self) -> DatasetInfo:
-        return DatasetInfo(self.num_classes, 3, 32, self.mean, self.std)
+        return DatasetInfo(self.num_classes, 3, self.fixed_image_size, self.mean, self.std)
 
     def _check(self, directory) -> None:
         how = (

@@ -79,6 +79,7 @@ class Mnist5k(_Embedded):
 
 class Digits(_Embedded):
     name = "digits"
+    fixed_image_size = 8
     description = "scikit-learn's 1,797 handwritten digits (8x8 grey, 10 classes): 1,257 train / 180 val / 360 test"
 
     class Options(PluginOptions):
@@ -90,7 +91,7 @@ class Digits(_Embedded):
     @cached_property
     def info(self) -> DatasetInfo:
         mean, std = mean_std(self.tensors("train")[0])
-        return DatasetInfo(10, 1, 8, mean, std)
+        return DatasetInfo(10, 1, self.fixed_image_size, mean, std)
 
     def source(self):
         from sklearn.datasets import load_digits

@@ -248,10 +248,11 @@ class Folder(_ImageFolderDataset):
 
     @classmethod
     def spec_errors(cls, options, spec) -> list[str]:
+        errors = super().spec_errors(options, spec)  # the augmentation's sizes
         if spec.retrain is not None and "val" not in options.splits and options.val_fraction == 0:
-            return ["options.val_fraction: 0 with no val directory in splits leaves no validation split, and "
-                    "the retrain selects its network on validation; give val_fraction > 0 or a val directory"]
-        return []
+            errors.append("options.val_fraction: 0 with no val directory in splits leaves no validation split, and "
+                          "the retrain selects its network on validation; give val_fraction > 0 or a val directory")
+        return errors
 
     @property
     def channels(self) -> int:

@@ -22,6 +22,7 @@ HOW = (
 
 class ImageNet16_120(InMemoryDataset):
     name = "imagenet16-120"
+    fixed_image_size = 16  # no retrain cutout: NAS-Bench-201 trains ImageNet16-120 without it
     description = "ImageNet16-120 (NAS-Bench-201): 16x16 downsampled ImageNet, classes 1-120; test = its val_data"
 
     class Options(PluginOptions):
@@ -35,7 +36,7 @@ class ImageNet16_120(InMemoryDataset):
         return DatasetInfo(
             CLASSES,
             3,
-            16,
+            self.fixed_image_size,
             (122.68 / 255, 116.66 / 255, 104.01 / 255),
             (63.22 / 255, 61.26 / 255, 65.09 / 255),
         )
