@@ -556,12 +556,15 @@ def load_spec(
     source: str | Path | dict[str, Any] | Spec,
     overrides: dict[str, Any] | None = None,
     registry: Registry | None = None,
+    recorded: bool = False,
 ) -> Spec:
     """Read (YAML, JSON, dict) and validate a spec in two phases; raises SpecError listing every problem.
 
     `overrides` replaces top-level fields before validation (the CLI's --device). A genotype to retrain
     is read and checked by `bionas.space.genotype.spec_genotype`, which `bionas validate` and every
-    run call: the models it names sit above the spec.
+    run call: the models it names sit above the spec. `recorded`: the resolved spec of a run that
+    happened (resolved_spec.json), read for what it ran: a retrain cutout as large as the image, which
+    runs before the data set owned the cutout recorded, is not refused there.
     """
     if isinstance(source, Spec):
         data, label = source.model_dump(), None
@@ -578,7 +581,7 @@ def load_spec(
     errors = spec.stage_errors() + resolve_plugins(spec, registry)
     errors += cross_errors(spec, registry)
     if not errors:
-        errors = resolve_retrain(spec, registry)
+        errors = resolve_retrain(spec, registry, recorded)
     if errors:
         raise SpecError(errors, label)
     return spec
@@ -618,10 +621,11 @@ def resolve_plugins(spec: Spec, registry: Registry) -> list[str]:
     return errors
 
 
-def resolve_retrain(spec: Spec, registry: Registry) -> list[str]:
+def resolve_retrain(spec: Spec, registry: Registry, recorded: bool = False) -> list[str]:
     """Fill the retrain's run-dependent defaults in place (`RetrainSpec.with_defaults`: the data set's
-    cutout; a model's lack of auxiliary head and drop path); refuse a cutout that covers the whole image."""
-    if spec.retrain is None:
+    cutout; a model's lack of auxiliary head and drop path); refuse a cutout that covers the whole image,
+    unless the spec is `recorded` (a run's record of what it did)."""
+    if spec.retrain is None or (recorded and spec.retrain.cutout is not None):
         return []
     cls = registry.get_class("dataset", spec.dataset.name)  # both resolved: phase 2 passed
     options = cls.Options.model_validate(spec.dataset.options)

@@ -8,6 +8,7 @@ Chance is 10% on each data set.
 
 import pytest
 
+from bionas.errors import SpecError
 from bionas.pipeline import run
 from bionas.spec import load_spec
 
@@ -66,3 +67,15 @@ def test_a_model_run_records_no_auxiliary_head_and_no_drop_path():
     assert explicit.retrain == spec.retrain  # what happens anyway may be written out
     genotype = load_spec({"name": "x", "dataset": "digits", "genotype": TINY_GENOTYPE})
     assert (genotype.retrain.auxiliary, genotype.retrain.drop_path) == (True, 0.2)  # DARTS's, for its cells
+
+
+def test_a_run_recorded_with_the_old_cutout_still_reads():
+    """Runs before the data set owned the cutout recorded 16 on every data set: their resolved spec is a record
+    of what ran, and still reads (bionas analyze, report); a spec to run with it is refused."""
+    old = load_spec({"name": "x", "dataset": "digits", "genotype": TINY_GENOTYPE}).to_dict()
+    old["retrain"]["cutout"] = 16
+    assert load_spec(old, recorded=True).retrain.cutout == 16
+    with pytest.raises(SpecError) as err:
+        load_spec(old)
+    assert err.value.errors == ["retrain.cutout: 16 is not smaller than the 8x8 images of digits: a cutout square "
+                                "that size can blank a whole image; give less than 8 (0 = off)"]

@@ -40,7 +40,7 @@ class RunContext:
         if not self.dir.path("model.safetensors").exists():
             raise BionasError(f"{self.dir.root} has no retrained network yet (model.safetensors); finish the run first")
         # load_spec reads no file a recorded spec names (its genotype file is not ours to read: docs/pipeline.md)
-        self.spec = load_spec(read_json(self.dir.path("resolved_spec.json")))
+        self.spec = load_spec(read_json(self.dir.path("resolved_spec.json")), recorded=True)
         if self.spec.model is not None:
             raise BionasError(f"{self.dir.root} trained the model {self.spec.model.name}, not a genotype: this analysis "
                               "rewrites a genotype's rules (bionas analyze alignment works on any run)")

@@ -103,7 +103,7 @@ def model_section(record: dict[str, Any]) -> list[str]:
 def refresh_report(run_dir) -> None:
     """Rebuild report.md of a finished run from its files (after an analysis added a section)."""
     run = RunDir(run_dir)
-    spec = load_spec(read_json(run.path("resolved_spec.json")))  # reads no file it names
+    spec = load_spec(read_json(run.path("resolved_spec.json")), recorded=True)  # reads no file it names
     result = RunResult(run.root)
     if run.path("genotype.json").exists():
         result.genotype = Genotype.load(run.path("genotype.json"))
