@@ -169,6 +169,15 @@ class Meter:
         return f"loss {loss:.3f} acc {accuracy:.1%}"
 
 
+def late_start_errors(field: str, start: int, epochs: int) -> list[str]:
+    """A first architecture epoch at or after the last epoch (a default tuned for 50 epochs, kept when
+    `epochs` was cut) leaves the alphas at their random start: the genotype would be a random one."""
+    if start < epochs:
+        return []
+    return [f"options.{field}: {start} is not below epochs ({epochs}): the architecture would never be updated "
+            f"and the genotype would come from the random initial alphas; give {field} < epochs"]
+
+
 def sgd(run: SearchRun, options: WeightTrainingOptions):
     """DARTS's weight optimizer (classical momentum, every weight decayed) and its cosine schedule."""
     # timm (and torchvision under it) more than doubles the import time of torch: only a search pays it.

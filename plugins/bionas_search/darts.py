@@ -31,6 +31,7 @@ from bionas.search.epochs import (
     WeightTrainingOptions,
     backward_to,
     batches,
+    late_start_errors,
     optimizer_step,
     weight_step,
 )
@@ -124,6 +125,10 @@ class Darts(EpochSearch):
             description="Gradients of the architecture step: through the learning rules' backward (as the "
             "paper's code), or the true gradient of the loss (bionas.exact_gradients).",
         )
+
+    @classmethod
+    def spec_errors(cls, options, spec) -> list[str]:
+        return late_start_errors("warmup_epochs", options.warmup_epochs, options.epochs)
 
     def prepare(self, run: SearchRun) -> None:
         super().prepare(run)

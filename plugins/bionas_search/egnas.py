@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from bionas import distributed
-from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, weight_step
+from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, late_start_errors, weight_step
 from bionas.seeds import stream_generator, stream_seed
 from bionas.space.genotype import CELL_TYPES
 from bionas.training import eval_mode
@@ -121,6 +121,10 @@ class EGNAS(EpochSearch):
         fitness_batch_size: int = Field(
             default=128, gt=0, description="The one batch candidates are scored on (EG-NAS: batch_size / 2 = 128)."
         )
+
+    @classmethod
+    def spec_errors(cls, options, spec) -> list[str]:
+        return late_start_errors("start_epoch", options.start_epoch, options.epochs)
 
     def prepare(self, run: SearchRun) -> None:
         super().prepare(run)
