@@ -580,8 +580,8 @@ def load_spec(
     registry = registry or get_registry()
     errors = spec.stage_errors() + resolve_plugins(spec, registry)
     errors += cross_errors(spec, registry)
-    if not errors:
-        errors = resolve_retrain(spec, registry, recorded)
+    if not any(error.startswith("dataset") for error in errors):  # the data set's defaults are known
+        errors += resolve_retrain(spec, registry, recorded)
     if errors:
         raise SpecError(errors, label)
     return spec
@@ -627,7 +627,7 @@ def resolve_retrain(spec: Spec, registry: Registry, recorded: bool = False) -> l
     unless the spec is `recorded` (a run's record of what it did)."""
     if spec.retrain is None or (recorded and spec.retrain.cutout is not None):
         return []
-    cls = registry.get_class("dataset", spec.dataset.name)  # both resolved: phase 2 passed
+    cls = registry.get_class("dataset", spec.dataset.name)  # it and its options resolved in phase 2
     options = cls.Options.model_validate(spec.dataset.options)
     spec.retrain = spec.retrain.with_defaults(cls.retrain_cutout, spec.model is not None)
     side = cls.image_side(options)
