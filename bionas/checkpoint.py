@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from bionas.errors import CheckpointError
+from bionas.errors import BionasError, CheckpointError, one_line
 from bionas.rundir import atomic_write
 
 _TENSOR = "__tensor__"
@@ -50,15 +51,27 @@ def _flatten(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     raise CheckpointError(f"cannot store a {type(value).__name__} at '{prefix}' in a checkpoint (tensors and JSON only)")
 
 
-def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(value, dict):
-        if _TENSOR in value:
-            return tensors[value[_TENSOR]]
-        if "__list__" in value:
-            return [_unflatten(v, tensors) for v in value["__list__"]]
-        int_keys = set(value.get("__int_keys__", ()))
-        return {(int(k) if k in int_keys else k): _unflatten(v, tensors) for k, v in value["__dict__"].items()}
-    return value
+def _unflatten(value: Any, tensors: dict[str, torch.Tensor], used: set[str]) -> Any:
+    """The state `_flatten` described; a node it cannot have written raises ValueError (the caller names the file)."""
+    if not isinstance(value, dict):
+        if isinstance(value, list):
+            raise ValueError("a bare list in the structure (lists are stored as __list__)")
+        return value
+    if _TENSOR in value:
+        name = value[_TENSOR]
+        if not isinstance(name, str) or name not in tensors:
+            raise ValueError(f"the structure names a tensor the file does not hold: {name!r}")
+        used.add(name)
+        return tensors[name]
+    if "__list__" in value:
+        if not isinstance(value["__list__"], list):
+            raise ValueError("__list__ is not a list")
+        return [_unflatten(v, tensors, used) for v in value["__list__"]]
+    items, int_keys = value.get("__dict__"), value.get("__int_keys__", [])
+    if not isinstance(items, dict) or not isinstance(int_keys, list) or any(
+            k not in items or not isinstance(k, str) or not k.lstrip("-").isdigit() for k in int_keys):
+        raise ValueError(f"a node that is neither a tensor, a list nor a dict: {json.dumps(value)[:80]}")
+    return {(int(k) if k in int_keys else k): _unflatten(v, tensors, used) for k, v in items.items()}
 
 
 def _contiguous_unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -86,22 +99,43 @@ def save_state(path: str | Path, state: Mapping[str, Any], metadata: Mapping[str
 
 
 def load_state(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
-    """(state, metadata) of a checkpoint written by `save_state`."""
+    """(state, metadata) of a checkpoint written by `save_state`.
+
+    Any file `save_state` could not have written -- damaged bytes, a header that is not JSON or
+    points outside the file, a structure naming a tensor the file lacks, tensors no structure
+    names, metadata that is not a JSON object -- is a CheckpointError naming the file.
+    """
     path = Path(path)
     header = _header(path)
+    structure = _json_field(path, header, STATE_KEY)
+    meta = _metadata(path, header)
     try:
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
-    return _unflatten(json.loads(header[STATE_KEY]), tensors), json.loads(header.get(META_KEY, "{}"))
+    used: set[str] = set()
+    try:
+        state = _unflatten(structure, tensors, used)
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is damaged: {exc}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is damaged: its '{STATE_KEY}' header is not a dict of state")
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise CheckpointError(f"{path} is damaged: it holds tensors its '{STATE_KEY}' header does not name: "
+                              f"{', '.join(extra[:8])}{' ...' if len(extra) > 8 else ''}")
+    return state, meta
 
 
 def load_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata of a checkpoint written by `save_state`, without reading its tensors."""
-    return json.loads(_header(Path(path)).get(META_KEY, "{}"))
+    path = Path(path)
+    return _metadata(path, _header(path))
 
 
 def _header(path: Path) -> dict[str, str]:
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
@@ -112,6 +146,35 @@ def _header(path: Path) -> dict[str, str]:
     if STATE_KEY not in header:
         raise CheckpointError(f"{path} is a safetensors file but not a bionas checkpoint (no '{STATE_KEY}' header)")
     return header
+
+
+def _json_field(path: Path, header: dict[str, str], key: str) -> Any:
+    try:
+        return json.loads(header[key])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is damaged: its '{key}' header is not JSON ({exc})") from None
+
+
+def _metadata(path: Path, header: dict[str, str]) -> dict[str, Any]:
+    meta = _json_field(path, header, META_KEY) if META_KEY in header else {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is damaged: its '{META_KEY}' header is not a JSON object")
+    return meta
+
+
+@contextmanager
+def restoring(path: str | Path, what: str = "checkpoint") -> Iterator[None]:
+    """Around code that applies what a checkpoint holds (a state_dict, an optimizer's state, a network
+    rebuilt from its metadata): content a run could not have written -- a missing key, a value of the
+    wrong type or shape -- becomes a CheckpointError naming the file instead of a traceback."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except BionasError as exc:  # e.g. a genotype in the metadata that is not one: its own message, the file named
+        raise CheckpointError(f"{path}: the {what} does not hold what a run writes: {exc}") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the {what} does not hold what a run writes ({one_line(exc)})") from None
 
 
 # -- RNG states ----------------------------------------------------------------------------------
@@ -174,21 +237,29 @@ def diff_dicts(old: Any, new: Any, path: str = "") -> list[str]:
 
 def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
     """load_state_dict that says exactly what differs when the model and the checkpoint disagree."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"the {what} does not fit this model: it holds a {type(state).__name__}, not a "
+                              "state_dict")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if tuple(own[k].shape) != tuple(state[k].shape)
-    ]
-    if missing or unexpected or shapes:
+    not_tensors = sorted(k for k in state if not isinstance(state[k], torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"the {what} does not fit this model: not tensors: {', '.join(not_tensors[:8])}")
+    common = sorted(set(own) & set(state))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+              for k in common if tuple(own[k].shape) != tuple(state[k].shape)]
+    # load_state_dict would cast a float64 or an integer tensor silently: a run saves the model's own dtypes.
+    dtypes = [f"{k}: checkpoint {state[k].dtype}, model {own[k].dtype}" for k in common if own[k].dtype != state[k].dtype]
+    if missing or unexpected or shapes or dtypes:
         lines = [f"the {what} does not fit this model:"]
         for label, items in (("missing in the checkpoint", missing), ("not in the model", unexpected)):
             if items:
                 lines.append(f"  {label} ({len(items)}): {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}")
         if shapes:
             lines.append(f"  shape mismatches ({len(shapes)}): " + "; ".join(shapes[:8]))
+        if dtypes:
+            lines.append(f"  dtype mismatches ({len(dtypes)}): " + "; ".join(dtypes[:8]))
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(state)
 
@@ -240,8 +311,13 @@ class Checkpointer:
                 f"{self.path} was written by a different spec; it cannot resume this one. Differences:\n  "
                 + "\n  ".join(changes or ["(spec hashes differ)"])
             )
-        set_rng_state(state.pop("rng"))
+        with restoring(self.path):
+            set_rng_state(state.pop("rng"))
         return _to_device(state, device)
+
+    def restoring(self) -> Any:
+        """Around a stage's code that applies the loaded state (see `restoring`)."""
+        return restoring(self.path)
 
 
 def _to_device(value: Any, device: str | torch.device) -> Any:

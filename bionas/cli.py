@@ -1,59 +1,61 @@
-"""The `bionas` command (Typer): its commands at module level, assembled by `build_app`.
+"""The `bionas` command (Typer): its commands declared at module level, assembled by `build_app`.
 
-Every command reports bionas errors as a message and an exit code. Plugins add
-commands through bionas.typer_adapter, which keeps them from replacing built-ins.
+Every command reports bionas errors as a message and an exit code. This module imports
+neither torch nor the plugins: a command's work is in bionas.commands, imported when the
+command runs, so `--version` and `--help` (the root's and each command's) answer at once.
+Plugins add commands through bionas.typer_adapter, which keeps them from replacing
+built-ins; they are loaded when a name that is no built-in command is asked for, so the
+root's --help lists the built-in commands only (`bionas plugins commands` lists the others).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 from typer.core import TyperGroup
 
-from bionas import robustness, rundir
 from bionas.__about__ import PROJECT, __version__
-from bionas.analysis.study import (
-    alignment_over_training,
-    gradvar,
-    gradvar_markdown,
-    random_rules,
-    random_rules_markdown,
-)
-from bionas.distributed import world_from_env
-from bionas.errors import BionasError, UsageError
-from bionas.pipeline import print_study_summary, print_summary, run_study, write_study
-from bionas.pipeline import run as run_pipeline
-from bionas.pipeline.study import parse_seeds, parse_shard
-from bionas.registry import KINDS, get_registry
-from bionas.space.genotype import spec_genotype
-from bionas.spec import load_spec, spec_json_schema
-from bionas.training import resolve_device
-from bionas.typer_adapter import add_plugin_commands
+from bionas.errors import BionasError
+from bionas.terminal import fail
 
-console = Console()
-err_console = Console(stderr=True)
+# The plugin kinds (bionas.registry.KINDS, which imports torch; tests/test_cli.py checks they agree).
+KIND_NAMES = ("rule", "op", "search", "dataset", "attack", "logger", "model")
 
 
-def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+def _do(command: str, arguments: dict[str, Any]) -> None:
+    """Run bionas.commands.<command> with the arguments Typer parsed, after reporting plugin problems."""
+    from bionas import commands  # torch and the plugins: only a command that runs pays for them
 
-
-def fail(error: BionasError) -> typer.Exit:
-    # Escaped: a message may hold brackets (pip install 'bionas[mlflow]') that rich would take for markup.
-    err_console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
-    return typer.Exit(error.exit_code)
+    commands.report_plugin_problems()
+    getattr(commands, command)(**arguments)
 
 
 class _Group(TyperGroup):
-    """Root group: a BionasError from any command, plugin commands included, becomes message + exit code."""
+    """Root group: a BionasError from any command, plugin commands included, becomes message + exit code;
+    a name that is no built-in command loads the plugins and looks among the commands they add."""
+
+    plugin_group: Any = None
+
+    def get_command(self, ctx, cmd_name):
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            return found
+        try:
+            return self.plugin_commands(ctx).get_command(ctx, cmd_name)
+        except BionasError as error:  # e.g. a broken plugin under BIONAS_STRICT_PLUGINS=1
+            raise fail(error) from None
+
+    def plugin_commands(self, ctx: typer.Context) -> Any:
+        """The commands plugins add, as a command group (made once: loading the plugins imports torch)."""
+        if self.plugin_group is None:
+            from bionas import commands
+
+            added = commands.plugin_commands(typer.Typer(), set(super().list_commands(ctx)))
+            self.plugin_group = typer.main.get_group(added)
+        return self.plugin_group
 
     def invoke(self, ctx):
         try:
@@ -79,11 +81,6 @@ DataRoot = Annotated[Optional[Path], typer.Option(
 TrustRunData = Annotated[bool, typer.Option(
     "--trust-run-data", help="Read the data from the location the run directory records (only for runs you trust).")]
 
-
-def data_access(data_root: Optional[Path], trust_run_data: bool) -> robustness.DataAccess:
-    if data_root is not None and trust_run_data:
-        raise BionasError("give --data-root or --trust-run-data, not both")
-    return robustness.DataAccess(root=data_root, trust=trust_run_data)
 Seeds = Annotated[Optional[str], typer.Option(
     "--seeds", help="A study: the pipeline once per seed (e.g. 0,1,2), in seed-N/ of the run directory, then "
     "study.md with mean ± std. Replaces the spec's seed and seeds.")]
@@ -103,16 +100,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def _report_plugin_problems() -> None:
-    registry = get_registry()
-    for notice in registry.notices:
-        warn(notice)
-    for problem in registry.problems:
-        warn(str(problem))
-    for conflict in registry.conflicts():
-        warn(conflict)
-
-
 # -- the commands ---------------------------------------------------------------------------------
 
 
@@ -121,74 +108,43 @@ def root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    _report_plugin_problems()
+    """Neural architecture search over (operation, learning rule) edges."""
+    # Nothing else: each command reports plugin problems as it runs (bionas.commands.report_plugin_problems).
 
 
 def plugins_list(
-    kind: Optional[str] = typer.Option(None, "--kind", help=f"Only one kind: {', '.join(KINDS)}."),
+    kind: Optional[str] = typer.Option(None, "--kind", help=f"Only one kind: {', '.join(KIND_NAMES)}."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List registered plugins: name, kind, description, distribution, version."""
-    registry = get_registry()
-    infos = registry.list(kind)
-    if as_json:
-        payload = {
-            "plugins": [info.as_dict() for info in infos],
-            "problems": [vars(problem) for problem in registry.problems],
-            "conflicts": registry.conflicts(),
-        }
-        typer.echo(json.dumps(payload, indent=2))
-        return
-    table = Table("name", "kind", "description", "distribution", "version")
-    for info in infos:
-        table.add_row(info.name, info.kind, info.description, info.distribution, info.version)
-    console.print(table)
+    _do("plugins_list", locals())
 
 
 def validate(spec: SpecFile) -> None:
     """Validate a spec: exit 0 and 'valid', or exit 2 and one line per error."""
-    genotype = spec_genotype(load_spec(spec), str(spec))
-    for note in genotype.notes if genotype is not None else []:
-        warn(note)
-    typer.echo("valid")
+    _do("validate", locals())
 
 
 def schema() -> None:
     """Print the JSON schema of a spec, with the options of every installed plugin."""
-    typer.echo(json.dumps(spec_json_schema(), indent=2))
+    _do("schema", locals())
 
 
-def _run_stages(spec: Path, out, resume: bool, device, quiet: bool, stages=None, overrides=None, seeds=None,
-                shard=None) -> None:
-    overrides = {**(overrides or {}), **({"device": device} if device else {})}
-    if seeds is not None:
-        listed = parse_seeds(seeds)
-        overrides.update(seeds=listed, seed=listed[0])
-    shard = parse_shard(shard) if shard is not None else None
-    loaded = load_spec(spec, overrides=overrides)
-    main = world_from_env().is_main  # under torchrun, rank 0 reports
-    if loaded.seeds is None:
-        if shard is not None:
-            raise UsageError("--shard splits the seeds of a study: give --seeds, or seeds in the spec")
-        result = run_pipeline(loaded, out, resume=resume, quiet=quiet, stages=stages)
-        if main:
-            print_summary(result, console)
-        return
-    aggregate = run_study(loaded, out, resume=resume, quiet=quiet, stages=stages, shard=shard)
-    if main:
-        print_study_summary(aggregate, console)
+def plugins_commands(ctx: typer.Context) -> None:
+    """List the commands plugins add (`bionas --help` lists the built-in ones: it loads no plugin)."""
+    _do("plugins_commands", locals())
 
 
 def run(spec: SpecFile, out: OutDir = None, resume: Resume = False, device: SpecDevice = None,
         quiet: Quiet = False, seeds: Seeds = None, shard: Shard = None) -> None:
     """Run a spec: search -> genotype -> retrain -> test -> attacks -> report (once per seed for a study)."""
-    _run_stages(spec, out, resume, device, quiet, seeds=seeds, shard=shard)
+    _do("run", locals())
 
 
 def search(spec: SpecFile, out: OutDir = None, resume: Resume = False, device: SpecDevice = None,
            quiet: Quiet = False, seeds: Seeds = None, shard: Shard = None) -> None:
     """Run only the search stage of a spec; writes genotype.json."""
-    _run_stages(spec, out, resume, device, quiet, stages=["search"], seeds=seeds, shard=shard)
+    _do("search", locals())
 
 
 def train(
@@ -204,15 +160,13 @@ def train(
     shard: Shard = None,
 ) -> None:
     """Retrain a genotype, or train the spec's model, then test it (and attack it, if the spec says so)."""
-    overrides = {"genotype": str(genotype), "search": None, "model": None, "rules": None} if genotype else None
-    _run_stages(spec, out, resume, device, quiet, stages=["retrain", "attacks"], overrides=overrides, seeds=seeds,
-                shard=shard)
+    _do("train", locals())
 
 
 def study(run_dir: Annotated[Path, typer.Argument(help="Directory of a study (the one holding seed-N/).")]) -> None:
     """Rebuild study.json, study.md and study.png from the seed directories that exist (missing or unfinished
     seeds are listed)."""
-    print_study_summary(write_study(run_dir), console)
+    _do("study", locals())
 
 
 def attack(
@@ -244,49 +198,7 @@ def attack(
     trust_run_data: TrustRunData = False,
 ) -> None:
     """Attack a trained model: print the robustness table, write it as JSON and a PNG curve."""
-    loaded = robustness.load_target(target, data_access(data_root, trust_run_data))
-    items, without_eps = [], []
-    for name in attacks:
-        cls = get_registry().get_class("attack", name)
-        if cls.budget != "eps":
-            without_eps.append(f"{name} (its budget is {cls.budget})")
-        options = {}
-        if "gradient" in cls.Options.model_fields:
-            options["gradient"] = gradient.value
-        if surrogate is not None and "surrogate" in cls.Options.model_fields:
-            options["surrogate"] = str(surrogate)
-        items.append((name, options))
-    if eps and len(without_eps) == len(attacks):
-        raise BionasError(f"--eps: no attack given has an eps budget: {', '.join(without_eps)}; set their budget "
-                          "with their own options, or drop --eps")
-    if eps and without_eps:
-        warn(f"--eps is ignored by {', '.join(without_eps)}")
-    if surrogate is not None and not any("surrogate" in options for _, options in items):
-        warn(f"--surrogate is ignored: none of the attacks ({', '.join(attacks)}) takes a surrogate")
-    data = loaded.data
-    images, labels = data if isinstance(data, tuple) else (data, None)
-    report = robustness.evaluate_robustness(
-        loaded.model,
-        images,
-        labels,
-        items,
-        eps_sweep=eps or None,
-        points=points or None,
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        name=loaded.name,
-        progress=lambda message: err_console.print(f"attacking: {message}", highlight=False),
-    )
-    if out is None:  # inside the run directory: checked to lead nowhere out of it
-        out = rundir.RunDir(target if target.is_dir() else target.parent).path("attacks")
-    json_path = report.save_json(out / "robustness.json")
-    png_path = report.plot(out / "robustness.png")
-    typer.echo(report.markdown())
-    for flag in report.flags:
-        if flag.claim:  # rule-gradient flags are findings about that threat model, listed in the table
-            warn(f"possible gradient masking: {flag.message}")
-    typer.echo(f"wrote {json_path} and {png_path}")
+    _do("attack", locals())
 
 
 def analyze_gradvar(
@@ -299,8 +211,7 @@ def analyze_gradvar(
     trust_run_data: TrustRunData = False,
 ) -> None:
     """Gradient variance of the searched rules against each single rule, on the same batches."""
-    access = data_access(data_root, trust_run_data)
-    typer.echo(gradvar_markdown(gradvar(run_dir, batches, batch_size, seed, device, access)))
+    _do("analyze_gradvar", locals())
 
 
 def analyze_random_rules(
@@ -314,27 +225,12 @@ def analyze_random_rules(
     trust_run_data: TrustRunData = False,
 ) -> None:
     """Retrain the searched operations with random rule assignments; compare with the searched rules."""
-    # Under torchrun each rank retrains every N-th assignment on its own GPU, with no process group:
-    # the retrains are independent, and a later plain run collects them from their checkpoints.
-    world = world_from_env()
-    if world.distributed and resolve_device(device).type == "cuda":
-        device = f"cuda:{world.local_rank}"
-    results = random_rules(run_dir, samples, epochs, seed, device, quiet, rank=world.rank,
-                           world_size=world.world_size,
-                           progress=None if quiet else lambda m: err_console.print(m, markup=False),
-                           access=data_access(data_root, trust_run_data))
-    if world.distributed:
-        done = ", ".join(row["assignment"] for row in results["rows"]) or "nothing"
-        typer.echo(f"rank {world.rank} of {world.world_size} retrained: {done}. To collect the table, run "
-                   f"`bionas analyze random-rules {run_dir}` with the same options without torchrun.")
-        return
-    typer.echo(random_rules_markdown(results))
+    _do("analyze_random_rules", locals())
 
 
 def analyze_alignment(run_dir: RunDir) -> None:
     """Plot each rule layer's feedback alignment over the retrain epochs (from metrics.jsonl)."""
-    alignment_over_training(run_dir)
-    typer.echo(f"wrote {run_dir / 'analysis' / 'alignment.png'} and alignment.json")
+    _do("analyze_alignment", locals())
 
 
 # -- the app --------------------------------------------------------------------------------------
@@ -346,6 +242,7 @@ def build_app() -> typer.Typer:
         name=PROJECT,
         cls=_Group,
         help="Neural architecture search over (operation, learning rule) edges.",
+        epilog="Plugins may add commands: `bionas plugins commands` lists them.",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
@@ -354,6 +251,7 @@ def build_app() -> typer.Typer:
     app.callback()(root)
     plugins_app = typer.Typer(help="Inspect the installed plugins.", no_args_is_help=True)
     plugins_app.command("list")(plugins_list)
+    plugins_app.command("commands")(plugins_commands)
     app.add_typer(plugins_app, name="plugins")
     for command in (validate, schema, run, search, train, study, attack):
         app.command()(command)
@@ -362,16 +260,8 @@ def build_app() -> typer.Typer:
     analyze_app.command("random-rules")(analyze_random_rules)
     analyze_app.command("alignment")(analyze_alignment)
     app.add_typer(analyze_app, name="analyze")
-    add_plugin_commands(app, get_registry(), warn)
-    return app
+    return app  # plugin commands join when asked for (_Group.get_command)
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--version"]:  # needs no plugin: printed even when strict mode refuses a broken one
-        typer.echo(f"{PROJECT} {__version__}")
-        return
-    try:
-        app = build_app()
-    except BionasError as error:  # e.g. a broken plugin under BIONAS_STRICT_PLUGINS=1
-        raise SystemExit(fail(error).exit_code) from None
-    app()
+    build_app()()

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bionas.checkpoint import load_metadata, load_model_state, load_state
+from bionas.checkpoint import load_metadata, load_model_state, load_state, restoring
 from bionas.conversion import convert
 from bionas.data import DatasetInfo
 from bionas.errors import BionasError
@@ -109,6 +109,7 @@ def load_trained_network(path: str | Path, device: str | torch.device = "cpu") -
     state, meta = load_state(path)
     if "network" not in meta:
         raise BionasError(f"{path} holds a model but not the data set it was built for (no 'network' metadata)")
-    model = build_model_network(ModelChoice.from_dict(meta["model"]), meta["network"])
-    load_model_state(model, state["model"], f"network in {path}")
+    with restoring(path, "network file"):
+        model = build_model_network(ModelChoice.from_dict(meta["model"]), meta["network"])
+        load_model_state(model, state["model"], f"network in {path}")
     return model.to(device).eval(), meta

@@ -130,11 +130,12 @@ def retrain(
     start = 0
     state = checkpoint.load(device) if checkpoint else None
     if state is not None:
-        load_model_state(model, state["model"], "retrain checkpoint")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        result = TrainResult(state["best_epoch"], state["best_val_accuracy"], state["history"], state["seconds"])
-        start = state["epoch"] + 1
+        with checkpoint.restoring():
+            load_model_state(model, state["model"], "retrain checkpoint")
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            result = TrainResult(state["best_epoch"], state["best_val_accuracy"], state["history"], state["seconds"])
+            start = state["epoch"] + 1
     for epoch in range(start, recipe.epochs):
         started = time.perf_counter()
         # Drop path draws from the global generator: seeded per (seed, rank, epoch), an epoch's randomness does

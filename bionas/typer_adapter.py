@@ -31,12 +31,14 @@ def command_names(app: typer.Typer) -> set[str]:
     return {command_name(item) for item in app.registered_commands + app.registered_groups}
 
 
-def add_plugin_commands(app: typer.Typer, registry: Registry, warn: Callable[[str], None]) -> None:
-    """Let plugins add commands to `app`; a command that would replace one `app` had is removed with a warning.
+def add_plugin_commands(app: typer.Typer, registry: Registry, warn: Callable[[str], None],
+                        builtin: set[str] | None = None) -> None:
+    """Let plugins add commands to `app`; a command that would replace one `app` had, or one named in
+    `builtin`, is removed with a warning.
 
     A plugin whose hook raises is reported as a plugin problem (fatal under BIONAS_STRICT_PLUGINS).
     """
-    builtin = command_names(app)
+    builtin = command_names(app) | set(builtin or ())
     for plugin, hook in registry.command_hooks():
         before_commands, before_groups = len(app.registered_commands), len(app.registered_groups)
         try:

@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 import bionas
+import bionas.cli
 from bionas import registry
 from bionas.cli import build_app
 
@@ -27,6 +28,43 @@ def write_spec(path, data):
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"bionas {bionas.__version__}"
+
+
+HEAVY = ("torch", "numpy", "bionas.registry", "bionas_rules", "bionas_attacks")
+HELP_EVERYWHERE = """
+import sys
+import typer
+from typer.testing import CliRunner
+from bionas.cli import build_app
+
+app = build_app()
+
+def paths(command, prefix):
+    yield prefix
+    if hasattr(command, "list_commands"):  # a group
+        ctx = typer.Context(command)
+        for name in command.list_commands(ctx):
+            yield from paths(command.get_command(ctx, name), [*prefix, name])
+
+runner = CliRunner()
+helps = [p + ["--help"] for p in paths(typer.main.get_command(app), [])]
+assert len(helps) >= 15, helps  # the root, each command, each group and its commands
+for path in [["--version"], [], *helps]:
+    result = runner.invoke(app, path)
+    assert result.exit_code in (0, 2) and ("Usage" in result.output or "bionas " in result.output), (path, result.output)
+print(" ".join(sorted(m for m in {heavy} if m in sys.modules)) or "none")
+"""
+
+
+def test_version_and_every_help_import_neither_torch_nor_the_plugins():
+    """`bionas --version` and every --help answer without torch (docs/index.md: the CLI starts at once)."""
+    result = subprocess.run([sys.executable, "-c", HELP_EVERYWHERE.format(heavy=HEAVY)], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.split()[-1] == "none", result.stdout
+
+
+def test_the_cli_knows_the_plugin_kinds_without_the_registry():
+    assert list(bionas.cli.KIND_NAMES) == list(registry.KINDS)
 
 
 def test_plugins_list_json_is_valid_and_complete(toy_plugins):
@@ -105,8 +143,11 @@ def test_plugin_commands_are_added_but_cannot_replace_builtins(capsys):
 
     registry.get_registry().register_plugin(Plugin(), "cmds")
     app = build_app()
-    assert "plugin 'cmds' tried to replace the built-in command 'validate'; ignored" in capsys.readouterr().err
-    assert runner.invoke(app, ["hello"]).stdout.strip() == "hello from a plugin"
+    hello = runner.invoke(app, ["hello"])  # no built-in: the plugins are loaded, their commands added
+    assert hello.stdout.strip() == "hello from a plugin"
+    assert "plugin 'cmds' tried to replace the built-in command 'validate'; ignored" in hello.stderr
+    listed = runner.invoke(app, ["plugins", "commands"])
+    assert listed.exit_code == 0 and "hello" in listed.stdout and "validate" not in listed.stdout
     result = runner.invoke(app, ["validate", "nope.yaml"])
     # Only the built-in validate takes a file and reports it missing (the hijacker takes no arguments).
     assert result.exit_code == 2 and "file not found" in result.stderr and "hijacked" not in result.output

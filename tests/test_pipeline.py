@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,6 +86,7 @@ def test_run_writes_every_file_and_each_loads_with_json_or_safetensors_alone(tmp
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["torch"] == torch.__version__ and provenance["bionas"]
     assert provenance["cpu_threads"] == threads + 1
+    assert provenance["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert provenance["cuda_graphs"] is False  # auto on the CPU
     assert {("dataset", "digits"), ("attack", "pgd"), ("rule", "usf")} <= {
         (p["kind"], p["name"]) for p in provenance["plugins"]}
@@ -150,6 +152,38 @@ def search_spec(tmp_path):
                      space={"ops": ["max_pool_3x3", "skip_connect", "sep_conv_3x3"], "rules": ["usf", "fa"],
                             "channels": 4, "cells": 3},
                      search={"name": "darts", "options": {"epochs": 3, "batch_size": 32}})
+
+
+def test_a_run_is_bit_identical_in_another_process_whatever_its_thread_settings_and_directory(tmp_path):
+    """docs/pipeline.md, Reproducibility: the same spec (a search, then a retrain) with runtime.threads fixed gives
+    the same genotype, records and weights in a fresh process started elsewhere with other OpenMP/MKL thread
+    variables, another interop thread count and a busy sibling process: nothing depends on the process."""
+    spec = search_spec(tmp_path / "a")
+    spec["search"]["options"]["epochs"] = 2
+    spec["runtime"] = {"threads": 1}
+    reference = run(spec, quiet=True)
+    other = tmp_path / "b"
+    other.mkdir()
+    spec_b = {**spec, "output": {"dir": str(other / "run")}}
+    (other / "spec.yaml").write_text(yaml.safe_dump(spec_b))
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        root = Path(__file__).resolve().parents[1]  # this checkout, as pytest's pythonpath gives it here
+        env = {**os.environ, "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3",
+               "PYTHONPATH": os.pathsep.join([str(root), str(root / "plugins"), os.environ.get("PYTHONPATH", "")])}
+        code = ("import sys, torch; torch.set_num_interop_threads(3); from bionas.cli import main; "
+                "sys.argv = ['bionas', 'run', 'spec.yaml', '--quiet']; main()")
+        subprocess.run([sys.executable, "-c", code], cwd=other, env=env, check=True, capture_output=True,
+                       timeout=600)
+    finally:
+        busy.kill()
+    assert (other / "run" / "genotype.json").read_text() == (reference.run_dir / "genotype.json").read_text()
+    assert without_timing(metrics(other / "run")) == without_timing(metrics(reference.run_dir))
+    a, _ = load_state(reference.run_dir / "model.safetensors")
+    b, _ = load_state(other / "run" / "model.safetensors")
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
 
 
 def test_runtime_workers_reach_every_loader(tmp_path, monkeypatch):

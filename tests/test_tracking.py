@@ -1,9 +1,10 @@
 """Experiment loggers: the logger kind, the spec's `loggers`, and what jsonl, tensorboard and mlflow write,
-read back with TensorBoard's event reader and MLflow's client on the file store."""
+read back with TensorBoard's event reader and MLflow's client (the default SQLite store, and a file store)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -242,7 +243,22 @@ def test_a_resumed_tensorboard_stage_hides_the_epochs_it_logs_again(tmp_path):
 def mlflow_client(run_dir):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+    return MlflowClient(tracking_uri=f"sqlite:///{(run_dir / 'mlflow.db').resolve()}")
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory):
+    """A new SQLite store, made once: creating its tables takes MLflow about 2 CPU seconds."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    mlflow_client(path.parent).search_experiments()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, empty_store):
+    """tmp_path as a run directory whose mlflow.db exists, as a resumed run's would (a copy of empty_store)."""
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    return tmp_path
 
 
 def only_run(client, experiment="tiny"):
@@ -258,7 +274,8 @@ def test_flat_params_join_nested_keys_and_keep_values_as_json():
         "attacks.0.name": "pgd", "attacks.0.eps": "[0.1, 0.2]", "ops": '["a", "b"]', "empty": "{}"}
 
 
-def test_mlflow_logs_params_metrics_and_artifacts_to_a_file_store_in_the_run_directory(tmp_path):
+def test_mlflow_logs_params_metrics_and_artifacts_to_a_sqlite_store_in_the_run_directory(store):
+    tmp_path = store
     logger = MLflow(tags={"team": "bio"})
     logger.start(log_run(tmp_path))
     for epoch, val in enumerate([0.3, 0.6, 0.5]):
@@ -283,9 +300,25 @@ def test_mlflow_logs_params_metrics_and_artifacts_to_a_file_store_in_the_run_dir
     assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["genotype.png", "report.md"]
     stored = json.loads((tmp_path / "mlflow_run.json").read_text())
     assert stored["run_id"] == run.info.run_id and stored["tracking_uri"] is None
+    # Artifacts beside the database in the run directory, not in ./mlruns of wherever the run was started.
+    assert (tmp_path / "mlartifacts").is_dir() and run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
 
 
-def test_mlflow_options_name_the_experiment_and_run_and_upload_the_weights(tmp_path):
+def test_mlflow_writes_a_file_store_only_when_the_spec_names_one(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    logger = MLflow(tracking_uri=uri)
+    logger.start(log_run(tmp_path))
+    logger.log({"stage": "test", "test_accuracy": 0.5})
+    logger.finish("finished")
+    assert not (tmp_path / "mlflow.db").exists()
+    run = only_run(MlflowClient(tracking_uri=uri))
+    assert run.info.status == "FINISHED" and run.data.metrics == {"test/test_accuracy": 0.5}
+
+
+def test_mlflow_options_name_the_experiment_and_run_and_upload_the_weights(store):
+    tmp_path = store
     logger = MLflow(experiment="rules-study", run_name="seed-0", weights=True)
     logger.start(log_run(tmp_path))
     (tmp_path / "model.safetensors").write_bytes(b"weights")
@@ -297,7 +330,8 @@ def test_mlflow_options_name_the_experiment_and_run_and_upload_the_weights(tmp_p
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["model.safetensors"]
 
 
-def test_a_resumed_run_continues_its_mlflow_run(tmp_path):
+def test_a_resumed_run_continues_its_mlflow_run(store):
+    tmp_path = store
     first = MLflow()
     first.start(log_run(tmp_path))
     first.log(retrain_record(0, 0.3))

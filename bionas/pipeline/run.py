@@ -49,7 +49,10 @@ def run_provenance(spec: Spec, device: torch.device, world_size: int) -> dict[st
         plugins.append(registry.info("model", split_model_name(spec.model.name)[0]))
     found = provenance({(p.kind, p.name): p for p in plugins}.values())
     threads = spec.runtime.threads or torch.get_num_threads()
+    # The CPU kernels torch dispatches to (DEFAULT, AVX2, AVX512, ...) decide float sums as the thread count
+    # does: runs are bit-identical only for the same torch, thread count and capability (docs/pipeline.md).
     return {**found, "device": str(device), "world_size": world_size, "cpu_threads": threads,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cuda_graphs": resolve_cuda_graphs(spec.runtime.cuda_graphs, device)}
 
 

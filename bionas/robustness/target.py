@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from bionas.errors import BionasError
+from bionas.errors import BionasError, CheckpointError
 from bionas.data import Dataset
 from bionas.model_network import load_trained_network
 from bionas.registry import get_dataset, get_registry
@@ -68,5 +68,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any], Path]:
 def load_target(path: str | Path, access: DataAccess = DataAccess()) -> Target:
     """The model of a run directory (its model.safetensors) or of a saved network file, and its test split."""
     model, meta, model_path = load_model(path)
-    dataset = recorded_dataset(meta["dataset"], model_path, access)
+    record = meta.get("dataset")
+    if not (isinstance(record, dict) and isinstance(record.get("name"), str)
+            and isinstance(record.get("options") or {}, dict)):
+        raise CheckpointError(f"{model_path} does not record the data set its network was trained on "
+                              "(a 'dataset' entry {name, options} in its metadata)")
+    dataset = recorded_dataset(record, model_path, access)
     return Target(model, dataset.split("test"), meta.get("run", model_path.stem))

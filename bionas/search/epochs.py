@@ -394,11 +394,12 @@ class EpochSearch(SearchStrategy):
         seconds, first = 0.0, 0
         state = checkpoint.load(run.device) if checkpoint is not None else None
         if state is not None:
-            load_model_state(supernet, state["supernet"], "search checkpoint")
-            for name, obj in run.stateful().items():
-                obj.load_state_dict(state["stateful"][name])
-            run.state = state["extra"]
-            history, seconds, first = state["history"], state["seconds"], state["epoch"] + 1
+            with checkpoint.restoring():
+                load_model_state(supernet, state["supernet"], "search checkpoint")
+                for name, obj in run.stateful().items():
+                    obj.load_state_dict(state["stateful"][name])
+                run.state = state["extra"]
+                history, seconds, first = state["history"], state["seconds"], state["epoch"] + 1
         epochs = self.options.epochs
         for epoch in range(first, epochs):
             started = time.perf_counter()

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from bionas.checkpoint import load_model_state, load_state
+from bionas.checkpoint import load_model_state, load_state, restoring
 from bionas.errors import CheckpointError
 from bionas.space.genotype import Genotype
 from bionas.space.network import Network
@@ -29,6 +29,7 @@ def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     state, meta = load_state(path)
     if "genotype" not in meta or "network" not in meta:
         raise CheckpointError(f"{path} is a bionas checkpoint but not a saved network (no genotype in its metadata)")
-    model = build_network(Genotype.from_dict(meta["genotype"]), meta["network"])
-    load_model_state(model, state["model"], f"network in {path}")
+    with restoring(path, "network file"):  # a header a run could not have written: the file named, no traceback
+        model = build_network(Genotype.from_dict(meta["genotype"]), meta["network"])
+        load_model_state(model, state["model"], f"network in {path}")
     return model.to(device).eval(), meta

@@ -1,15 +1,18 @@
 """mlflow: one MLflow run per bionas run: the resolved spec as params, every record's numbers as
 metrics, the run directory's outputs as artifacts.
 
-The default tracking URI is a file store in mlruns/ of the run directory
-(`mlflow ui --backend-store-uri RUN/mlruns`); `tracking_uri` sends the run to
-any server MLflow's client reaches. The MLflow run's id is kept in
-mlflow_run.json, so a resumed bionas run continues the same MLflow run.
+The default tracking URI is a SQLite database in the run directory, mlflow.db, with
+the artifacts in mlartifacts/ beside it (`mlflow ui --backend-store-uri
+sqlite:///RUN/mlflow.db`): the local store MLflow 3 recommends, where its file store
+is deprecated. `tracking_uri` sends the run to any store or server MLflow's client
+reaches. The MLflow run's id is kept in mlflow_run.json, so a resumed bionas run
+continues the same MLflow run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -31,6 +34,8 @@ MAX_VALUE = 6000  # and param values of at most 6000 characters
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 # MLflow 3 keeps its file store in maintenance mode and refuses to open one unless this is true.
 ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"
+DATABASE = "mlflow.db"  # the default store, in the run directory
+ARTIFACTS = "mlartifacts"  # and the default store's artifacts (MLflow's own default is ./mlruns of the cwd)
 
 
 def flat_params(value: Any, prefix: str = "") -> dict[str, str]:
@@ -53,13 +58,13 @@ def flat_params(value: Any, prefix: str = "") -> dict[str, str]:
 class MLflow(bionas.Logger):
     name = "mlflow"
     description = "An MLflow run: the resolved spec as params, metrics per epoch and stage, the outputs as artifacts."
-    modules = ("mlflow",)
+    modules = ("mlflow", "sqlalchemy", "alembic")  # MLflow's SQL stores (the default) need the other two
     install = "bionas[mlflow]"
 
     class Options(bionas.PluginOptions):
         tracking_uri: str | None = Field(
-            default=None, description="MLflow tracking URI (a server such as http://host:5000, databricks, a "
-            "directory); null: a file store in mlruns/ of the run directory.")
+            default=None, description="MLflow tracking URI (a server such as http://host:5000, databricks, "
+            "sqlite:///path.db, a file: directory); null: a SQLite database, mlflow.db, in the run directory.")
         experiment: str | None = Field(default=None, description="MLflow experiment; null: the spec's name.")
         run_name: str | None = Field(default=None, description="MLflow run name; null: the run directory's name.")
         tags: dict[str, str] = Field(default_factory=dict, description="Tags set on the MLflow run.")
@@ -70,10 +75,13 @@ class MLflow(bionas.Logger):
         from mlflow.tracking import MlflowClient  # imports mlflow: only runs that use it pay
 
         self.state_path = run.dir / STATE_FILE
-        self.uri = self.options.tracking_uri or (run.dir / "mlruns").resolve().as_uri()
+        self.artifacts = None if self.options.tracking_uri else (run.dir / ARTIFACTS).resolve().as_uri()
+        self.uri = self.options.tracking_uri or f"sqlite:///{(run.dir / DATABASE).resolve()}"
         if urlparse(self.uri).scheme in ("", "file"):
-            # The spec asked for a file store (the default): opt in, unless the environment says otherwise.
+            # The spec names a file store: opt in to it, unless the environment says otherwise (docs/tracking.md).
             os.environ.setdefault(ALLOW_FILE_STORE, "true")
+        # MLflow announces making a new database's tables at INFO, between the run's progress bars.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
             self.run_id = self.resumed_run(run) or self.new_run(run)
@@ -99,7 +107,8 @@ class MLflow(bionas.Logger):
 
         name = self.options.experiment or run.name
         experiment = self.client.get_experiment_by_name(name)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+        experiment_id = (experiment.experiment_id if experiment
+                         else self.client.create_experiment(name, artifact_location=self.artifacts))
         tags = {"bionas.run_dir": str(run.dir.resolve()), **self.options.tags}
         run_id = self.client.create_run(experiment_id, tags=tags,
                                         run_name=self.options.run_name or run.dir.resolve().name).info.run_id
