@@ -6,6 +6,8 @@ a time, beside the published LR-NAS code's step.
     python benchmarks/search_cost.py --lrnas PATH           # with a checkout of github imanehmz/LR-NAS
     python benchmarks/search_cost.py --device cuda          # bf16, channels_last, torch.compile off and on
     python benchmarks/search_cost.py --batch 8              # less memory (batch 32: ~6.5 GB per step on a CPU)
+    python benchmarks/search_cost.py --device cuda --sizes published --modes batched --no-compile --budget 40
+                                                            # a GPU run that fits a short loan
 
 A step is what `darts` (order: first) does per batch: an architecture step (Adam on the alphas,
 the loss on an architecture batch back-propagated to the alphas only) and a weight step (SGD with
@@ -92,6 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--biotorch", type=Path, default=None, help="a checkout of github jsalbert/biotorch "
                         "(if biotorch is not installed)")
     parser.add_argument("--no-counts", dest="counts", action="store_false", help="skip the operator counts")
+    parser.add_argument("--budget", type=float, default=None, help="seconds for the measuring: configurations "
+                        "not warmed up by then are skipped, and the rounds stop (after at least one) when it is spent")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.device = torch.device(args.device)
@@ -320,7 +324,8 @@ def lrnas_step(args, modules, size: str):
     return step, evaluate
 
 
-def configurations(args) -> list[Config]:
+def configurations(args, deadline: float = math.inf) -> list[Config]:
+    """Every configuration to measure, its step built (none after `deadline`: skipped)."""
     configs = []
     modules = lrnas_modules(args)
     for size in args.sizes:
@@ -337,6 +342,10 @@ def configurations(args) -> list[Config]:
                 for mode, compiled in variants:
                     label = mode if compiled is None else f"batched, compile {compiled}"
                     config = Config(label, size, k, layout, channels, batch)
+                    if time.perf_counter() > deadline:
+                        config.note = f"skipped: --budget {args.budget:g} s spent"
+                        configs.append(config)
+                        continue
                     try:
                         config.step, config.evaluate = bionas_step(args, mode, size, k, layout, compiled)
                     except Exception as exc:  # a compile mode that cannot take this model
@@ -358,9 +367,14 @@ def timed(call, device: torch.device) -> float:
     return time.process_time() - start
 
 
-def measure(args, configs: list[Config]) -> None:
+def measure(args, configs: list[Config], deadline: float = math.inf) -> None:
+    """Warm up, count and time the configurations; from `deadline` (time.perf_counter()) on, no
+    configuration is warmed up and no further round starts."""
     live = [c for c in configs if c.step is not None]
     for config in live:
+        if time.perf_counter() > deadline:
+            config.note, config.step = f"skipped: --budget {args.budget:g} s spent", None
+            continue
         try:
             config.step()  # warm-up (and compilation)
             config.memory = peak_memory(config.step, args.device)
@@ -374,7 +388,11 @@ def measure(args, configs: list[Config]) -> None:
         except Exception as exc:
             config.note, config.step = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}", None
     live = [c for c in live if c.step is not None]
+    args.rounds_done = 0
     for round_ in range(args.rounds):
+        if round_ and time.perf_counter() > deadline:
+            break
+        args.rounds_done += 1
         shift = round_ % max(len(live), 1)
         for config in live[shift:] + live[:shift]:
             config.times.append(timed(config.step, args.device))
@@ -387,7 +405,7 @@ def report(args, configs: list[Config]) -> None:
     gpu = args.device.type == "cuda"
     name = torch.cuda.get_device_name(args.device) if gpu else "cpu"
     print(f"device {name}, torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), "
-          f"{'bf16 autocast, ' if gpu else ''}{args.rounds} rotated rounds; the paper's space (22 candidates), "
+          f"{'bf16 autocast, ' if gpu else ''}{getattr(args, 'rounds_done', args.rounds)} rotated rounds; the paper's space (22 candidates), "
           "darts first order: one architecture step + one weight step; "
           + "; ".join(f"{n}: C={SIZES[n][0]}, {SIZES[n][1]} cells, batch {SIZES[n][2]}" for n in args.sizes))
     clock = "wall" if gpu else "CPU"
@@ -409,12 +427,13 @@ def report(args, configs: list[Config]) -> None:
         vs_lrnas = f"{seconds / statistics.median(lrnas.times):.2f}x" if lrnas else "-"
         ops, computing = config.ops if config.ops else ("-", "-")
         cpu_ops, cpu_computing = config.cpu_ops if config.cpu_ops else ("-", "-")
+        kernels = config.kernels if config.kernels is not None else "-"  # not counted: --no-counts
         memory = f"{config.memory / 2**20:.0f}" if config.memory is not None else "n/a"
         steps = math.ceil(HALF / config.batch)
         hours = EPOCHS * steps * (seconds + config.eval_time) / 3600
         print(f"{config.size:<10}{config.k:>2} {config.layout:<14}{config.label:<26}{seconds:>12.3f}{ratio:>9}"
               f"{vs_lrnas:>9}{config.eval_time:>8.3f}{ops:>10}{computing:>11}" +
-              (f"{config.kernels:>9}" if gpu else f"{cpu_ops:>9}{cpu_computing:>10}") +
+              (f"{kernels:>9}" if gpu else f"{cpu_ops:>9}{cpu_computing:>10}") +
               f"{memory:>9}{hours:>9.1f} h" + (f"  {config.note}" if config.note else ""))
     print(f"50 epochs: {EPOCHS} x ceil({HALF:,} / batch) steps at the median step time, plus per epoch a forward "
           f"pass over the {HALF:,} architecture images (batch-size forward passes, timed); data loading not counted.")
@@ -428,8 +447,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    configs = configurations(args)
-    measure(args, configs)
+    deadline = time.perf_counter() + args.budget if args.budget else math.inf
+    configs = configurations(args, deadline)
+    measure(args, configs, deadline)
     report(args, configs)
 
 
