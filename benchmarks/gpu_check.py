@@ -222,8 +222,9 @@ def quickstart_part(args) -> None:
             emit_row(label, f"failed: exit {done.returncode}: {done.stderr.strip()[-200:]}")
             return
         results = json.loads((out / "results.json").read_text())
-        accuracies = ", ".join(f"{key} {results[key]:.1%}" for key in ("search_valid_accuracy", "val_accuracy",
-                                                                        "test_accuracy") if results.get(key) is not None)
+        names = {"search_valid_accuracy": "supernet val", "val_accuracy": "retrain val", "test_accuracy": "test"}
+        accuracies = ", ".join(f"{name} {results[key]:.1%}" for key, name in names.items()
+                               if results.get(key) is not None)
         emit_values(quickstart={"seconds": seconds, **{k: results.get(k) for k in ("search_seconds",
                     "search_valid_accuracy", "val_accuracy", "test_accuracy")}})
         emit_row(label, f"{seconds:.1f} s wall (search {results['search_seconds']:.1f} s); {accuracies}",

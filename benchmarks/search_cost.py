@@ -84,8 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     parser.add_argument("--layouts", default=None, help="comma-separated: nchw, channels_last "
                         "(default: both on a CPU, channels_last on a GPU)")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--compile", action="store_true", default=None,
                         help="also the batched step under torch.compile (default: on a GPU)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="not under torch.compile")
     parser.add_argument("--batch", type=int, default=None, help="override every size's batch (a machine with "
                         "little memory: the small size's step holds about 6.5 GB at batch 32 on a CPU)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, after one warm-up step each")
