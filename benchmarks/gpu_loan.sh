@@ -25,7 +25,7 @@
 #   auto    100   benchmarks/runtime_auto.py --device cuda --size small: amp, channels_last, compile and
 #                 cuda_graphs flipped one at a time from `auto`
 #   tests    60   pytest of the GPU tests (GPU_TESTS; default tests/test_*graph*.py, if there are any)
-#   cost     45   benchmarks/search_cost.py --device cuda at the published size, batched, with its counts
+#   cost     75   benchmarks/search_cost.py --device cuda at the published size, batched, with its counts
 #
 # STAGES="check auto" runs only those; SMOKE=1 runs the measuring stages on the CPU at toy sizes (it checks
 # this script where there is no GPU; leave out install there). Each stage's output goes to OUT/<stage>.log as it comes (OUT:
@@ -42,7 +42,7 @@ export PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD:$PWD/plugins${PYTHONPATH:+:$PYTHONPATH}  # this checkout's code, installed or not
 if [[ ${SMOKE:-} == 1 ]]; then
   CHECK=(--device cpu --tiny --box-scale 4) AUTO=(--device cpu --size tiny --steps 2 --box 90)
-  COST=(--device cpu --sizes tiny)
+  COST=(--device cpu --sizes tiny --no-counts)
 else
   CHECK=() AUTO=(--device cuda --size small --steps 4 --box 45) COST=(--device cuda --sizes published)
 fi
@@ -107,6 +107,6 @@ if wanted tests; then
     note "tests: none (GPU_TESTS unset and no tests/test_*graph*.py)"
   fi
 fi
-wanted cost && stage cost 45 "$PYTHON" benchmarks/search_cost.py --modes batched --layouts channels_last \
+wanted cost && stage cost 75 "$PYTHON" benchmarks/search_cost.py --modes batched --layouts channels_last \
   --partial-channels 1 --no-compile --rounds 2 --budget 30 "${COST[@]}"
 note "gpu_loan: $((SECONDS - STARTED)) s in all"

@@ -13,6 +13,8 @@ step, then once more after the epoch's validation) is replaced by `StepClock`, w
 
 The clock synchronises the device at those points only (and after every step of the first epoch), so a
 steady epoch's steps run as they do in a real run. The supernet or network is built before the clock starts.
+Seconds are wall seconds on a GPU, and this process's CPU seconds on a CPU (which a machine shared with
+other work disturbs least; the loops' loaders hold their data in memory, in this process).
 """
 
 from __future__ import annotations
@@ -41,12 +43,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def device_clock(device: torch.device):
+    """The clock of `device`: wall time on a GPU, this process's CPU time on a CPU."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
 class StepClock:
     """Stands in for bionas.training.Bar in one loop: records when each epoch starts, when its steps end
     (`advance(1)` per step) and when its validation ends (`advance(0)` with the epoch's summary)."""
 
-    def __init__(self, device: torch.device, started: float):
-        self.device, self.started = device, started
+    def __init__(self, device: torch.device, started: float | None = None):
+        self.device, self.now = device, device_clock(device)
+        self.started = self.now() if started is None else started
         self.epochs: list[dict[str, float]] = []
 
     def bar(self, total: int, description: str = "", quiet: bool = True):
@@ -55,7 +63,7 @@ class StepClock:
         class Epoch:
             def __enter__(self):
                 synchronize(clock.device)
-                self.record = {"start": time.perf_counter(), "steps": 0, "total": total}
+                self.record = {"start": clock.now(), "steps": 0, "total": total}
                 clock.epochs.append(self.record)
                 return self
 
@@ -70,12 +78,12 @@ class StepClock:
                     first_epoch = len(clock.epochs) == 1
                     if first_epoch or record["steps"] >= total:
                         synchronize(clock.device)
-                        record["steps_end"] = time.perf_counter()
+                        record["steps_end"] = clock.now()
                         if first_epoch:
                             record.setdefault("first_step_end", record["steps_end"])
                 elif "steps_end" in record:  # the epoch's summary, after its validation
                     synchronize(clock.device)
-                    record["validated"] = time.perf_counter()
+                    record["validated"] = clock.now()
 
         return Epoch()
 
@@ -147,7 +155,7 @@ def search_timing(run: Runtime, *, channels: int, cells: int, batch: int, steps:
     supernet = Supernet(SearchSpace({**(space or {}), "channels": channels, "cells": cells,
                                      "partial_channels": partial_channels}), 10, in_channels=in_channels)
     strategy = bionas.get_search("darts", epochs=epochs, batch_size=batch, eval_batch_size=batch)
-    clock = StepClock(run.device, time.perf_counter())
+    clock = StepClock(run.device)
     with clock.installed(search_epochs):
         strategy.search(supernet, search_data, run)
     return Timing.from_clock(clock, steps, batch, validation_batches=steps)
@@ -171,7 +179,7 @@ def retrain_timing(run: Runtime, *, backprop: bool, channels: int, cells: int, b
     model = Network(genotype, channels=channels, cells=cells, num_classes=10, in_channels=3, auxiliary=True,
                     image_size=image_size)
     recipe = RetrainSpec(epochs=epochs, batch_size=batch, channels=channels, cells=cells)
-    clock = StepClock(run.device, time.perf_counter())
+    clock = StepClock(run.device)
     with TemporaryDirectory() as tmp, clock.installed(retrain_module):
         retrain_module.retrain(model, data, recipe, run, seed=seed, best_path=Path(tmp) / "model.safetensors",
                                eval_batch_size=batch)

@@ -386,6 +386,8 @@ def measure(args, configs: list[Config], deadline: float = math.inf) -> None:
                 if args.device.type == "cuda":
                     config.kernels = cuda_kernels(config.step)
             config.evaluate()  # warm-up
+            print(f"warmed up: {config.size} K={config.k} {config.layout} {config.label}", file=sys.stderr,
+                  flush=True)  # a run cut short shows how far it got
         except Exception as exc:
             config.note, config.step = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}", None
     live = [c for c in live if c.step is not None]
