@@ -112,6 +112,8 @@ def table(device: torch.device, results: dict[str, dict], statuses: dict[str, st
     lines = ["| variant | settings | search s/step | / auto | search first step s | retrain images/s | / auto "
              "| retrain first step s |", "|---|---|---|---|---|---|---|---|"]
     for name, settings in variants(device).items():
+        if name not in results and name not in statuses:
+            continue  # not run (--only)
         values = results.get(name, {})
         search, retrain = values.get("search", {}), values.get("retrain", {})
         step, rate = search.get("step"), retrain.get("images_per_second")
@@ -136,6 +138,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=1200.0, help="seconds for the whole run, from its start "
                         "(the variants get what is left after the imports, less a few seconds for the table)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--only", default=None, help="comma-separated variants to run (default: all), e.g. "
+                        "'auto,compile on'")
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # inside a variant's process
     args = parser.parse_args(argv)
     args.device = torch.device(args.device)
@@ -158,7 +162,12 @@ def main(argv=None) -> int:
           f"C={r_channels}, {r_cells} cells, batch {r_batch}; {args.steps} steps an epoch", flush=True)
     command = [sys.executable, str(Path(__file__).resolve()), "--device", str(args.device), "--size", args.size,
                "--steps", str(args.steps), "--threads", str(args.threads), "--variant"]
-    parts = [Part(variant, [*command, variant], args.box) for variant in variants(args.device)]
+    names = list(variants(args.device))
+    chosen = names if args.only is None else [v.strip() for v in args.only.split(",") if v.strip()]
+    if unknown := [v for v in chosen if v not in names]:
+        print(f"runtime_auto: --only: unknown {', '.join(unknown)} (known: {', '.join(names)})", file=sys.stderr)
+        return 2
+    parts = [Part(variant, [*command, variant], args.box) for variant in chosen]
     outcomes = run_parts(parts, args.budget - (time.perf_counter() - START) - 3.0, show=lambda row: print(f"  {row.check}: {row.measured}", flush=True))
     results = {k: v for outcome in outcomes.values() for k, v in outcome.values.items()}
     print(table(args.device, results, {n: o.status for n, o in outcomes.items()}))
