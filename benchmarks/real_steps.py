@@ -110,6 +110,14 @@ class Timing:
     forward: float = math.nan
     extra: dict = field(default_factory=dict)
 
+    def checked(self) -> Timing:
+        """This timing, or an error when the loop's bar saw no steady epoch (the loop no longer advances a
+        `Bar` once per step, and this module needs to follow it)."""
+        if math.isnan(self.step):
+            raise RuntimeError("the loop's progress bar saw no steady epoch: no step time (benchmarks/real_steps.py "
+                               "expects Bar.advance(1) per step and an epoch after the first)")
+        return self
+
     @property
     def images_per_second(self) -> float:
         return self.batch / self.step
@@ -158,7 +166,7 @@ def search_timing(run: Runtime, *, channels: int, cells: int, batch: int, steps:
     clock = StepClock(run.device)
     with clock.installed(search_epochs):
         strategy.search(supernet, search_data, run)
-    return Timing.from_clock(clock, steps, batch, validation_batches=steps)
+    return Timing.from_clock(clock, steps, batch, validation_batches=steps).checked()
 
 
 def retrain_timing(run: Runtime, *, backprop: bool, channels: int, cells: int, batch: int, steps: int,
@@ -183,4 +191,4 @@ def retrain_timing(run: Runtime, *, backprop: bool, channels: int, cells: int, b
     with TemporaryDirectory() as tmp, clock.installed(retrain_module):
         retrain_module.retrain(model, data, recipe, run, seed=seed, best_path=Path(tmp) / "model.safetensors",
                                eval_batch_size=batch)
-    return Timing.from_clock(clock, steps, batch, validation_batches=1)
+    return Timing.from_clock(clock, steps, batch, validation_batches=1).checked()

@@ -138,6 +138,8 @@ def test_the_step_clock_times_the_last_epoch_and_its_validation():
     assert timing.images_per_second == pytest.approx(128)
     one = real_steps.Timing.from_clock(real_steps.StepClock(torch.device("cpu"), 100.0), 4, 64, 2)
     assert math.isnan(one.step)  # nothing ran: nothing measured
+    with pytest.raises(RuntimeError, match="no steady epoch"):
+        one.checked()
 
 
 def test_the_step_clock_stands_in_for_the_loops_bar():
