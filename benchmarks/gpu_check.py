@@ -127,6 +127,7 @@ def checkout_env() -> dict:
 
 
 # -- the parts (each runs in its own process: `--part NAME`) ------------------------------------------
+# Each part imports what it uses inside: its process loads only its own modules (the parent, none of them).
 
 
 def search_part(args, batch: int, graphs: bool) -> None:

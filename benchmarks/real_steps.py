@@ -31,8 +31,12 @@ import torch
 
 import bionas
 from bionas import Runtime
+from bionas import retrain as retrain_module
+from bionas.runtime import resolve_channels_last, resolve_compile, resolve_cuda_graphs
 from bionas.search import SearchData
-from bionas.space import SearchSpace, Supernet
+from bionas.search import epochs as search_epochs
+from bionas.space import BIONAS_DARTS, Network, SearchSpace, Supernet, with_backprop
+from bionas.spec import RetrainSpec
 
 # The paper's space (22 candidates) at the sizes of benchmarks/search_cost.py; "tiny" checks the scripts.
 QUICKSTART_SPACE = {"ops": ["max_pool_3x3", "skip_connect", "sep_conv_3x3"], "rules": ["usf", "frsf", "fa"]}
@@ -141,8 +145,6 @@ class Timing:
 def runtime(device: torch.device, **settings) -> Runtime:
     """A quiet Runtime on `device` with bionas's `auto` choices for it, then `settings` (amp="off",
     channels_last=False, compile=True, cuda_graphs=False, ...) on top."""
-    from bionas.runtime import resolve_channels_last, resolve_compile, resolve_cuda_graphs
-
     auto = {"amp": "auto", "channels_last": resolve_channels_last("auto", device),
             "compile": resolve_compile("auto", device), "cuda_graphs": resolve_cuda_graphs("auto", device)}
     return Runtime(device=device, quiet=True, **{**auto, **settings})
@@ -154,8 +156,6 @@ def search_timing(run: Runtime, *, channels: int, cells: int, batch: int, steps:
     """A darts first-order search (DARTS's settings, no warm-up epochs) of `epochs` epochs of `steps` weight
     steps at `batch`, each epoch validated over `steps` batches of `batch` architecture images (eval_batch_size =
     batch), on the paper's space (or `space`) at `channels` and `cells`."""
-    from bionas.search import epochs as search_epochs
-
     data = bionas.get_dataset("synthetic", image_size=image_size, channels=in_channels, train_size=2 * steps * batch,
                               val_size=batch, test_size=batch, seed=seed)
     search_data = SearchData.split(data, arch_fraction=0.5, device=run.device, seed=seed)
@@ -176,10 +176,6 @@ def retrain_timing(run: Runtime, *, backprop: bool, channels: int, cells: int, b
     the last epoch is timed (drop path is 0 in the first epoch and on after it: the first epoch runs other
     kernels than the later ones, so `epochs` 3 times an epoch after the first with drop path). Validation: one
     batch."""
-    from bionas import retrain as retrain_module
-    from bionas.space import BIONAS_DARTS, Network, with_backprop
-    from bionas.spec import RetrainSpec
-
     data = bionas.get_dataset("synthetic", image_size=image_size, channels=3, train_size=steps * batch,
                               val_size=batch, test_size=batch, seed=seed)
     torch.manual_seed(seed)
