@@ -41,6 +41,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins"), str(HERE)]  # this checkout, a
 
 import torch  # noqa: E402
 
+import real_steps  # noqa: E402
+from bionas.runtime import AUTO_AMP  # noqa: E402
 from timebox import Part, emit_row, emit_values, failure, run_parts  # noqa: E402
 
 SETTINGS = ("amp", "channels_last", "compile", "cuda_graphs")
@@ -53,10 +55,6 @@ SIZES = {"quickstart": (("quickstart", 4, 3, 24, 16), (8, 3, 32, 16)),
 
 def auto_settings(device: torch.device) -> dict:
     """What bionas resolves each runtime setting's `auto` to on `device` (amp as "bf16" or "off")."""
-    from bionas.runtime import AUTO_AMP
-
-    import real_steps
-
     resolved = real_steps.runtime(device)
     return {"amp": "bf16" if AUTO_AMP.get(device.type, False) else "off", "channels_last": resolved.channels_last,
             "compile": resolved.compile, "cuda_graphs": resolved.cuda_graphs}
@@ -82,8 +80,6 @@ def describe(settings: dict) -> str:
 
 def run_variant(args, name: str) -> None:
     """Inside a variant's process: time both steps, print a row for each and their values."""
-    import real_steps
-
     settings = variants(args.device)[name]
     run = real_steps.runtime(args.device, **settings)
     (space, channels, cells, batch, image), (r_channels, r_cells, r_batch, r_image) = SIZES[args.size]
