@@ -141,6 +141,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.device = torch.device(args.device)
     if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
+    names = list(variants(args.device))
+    args.variants = names if args.only is None else [v.strip() for v in args.only.split(",") if v.strip()]
+    if unknown := [v for v in args.variants if v not in names]:
+        parser.error(f"--only: unknown {', '.join(unknown)} (known: {', '.join(names)})")
     return args
 
 
@@ -158,12 +162,7 @@ def main(argv=None) -> int:
           f"C={r_channels}, {r_cells} cells, batch {r_batch}; {args.steps} steps an epoch", flush=True)
     command = [sys.executable, str(Path(__file__).resolve()), "--device", str(args.device), "--size", args.size,
                "--steps", str(args.steps), "--threads", str(args.threads), "--variant"]
-    names = list(variants(args.device))
-    chosen = names if args.only is None else [v.strip() for v in args.only.split(",") if v.strip()]
-    if unknown := [v for v in chosen if v not in names]:
-        print(f"runtime_auto: --only: unknown {', '.join(unknown)} (known: {', '.join(names)})", file=sys.stderr)
-        return 2
-    parts = [Part(variant, [*command, variant], args.box) for variant in chosen]
+    parts = [Part(variant, [*command, variant], args.box) for variant in args.variants]
     outcomes = run_parts(parts, args.budget - (time.perf_counter() - START) - 3.0, show=lambda row: print(f"  {row.check}: {row.measured}", flush=True))
     results = {k: v for outcome in outcomes.values() for k, v in outcome.values.items()}
     print(table(args.device, results, {n: o.status for n, o in outcomes.items()}))
