@@ -316,7 +316,7 @@ def loader_part(args) -> None:
     slow_ips = data_loading.images_per_second(slow, batches, 2, args.device)
     ratio = fast_ips / slow_ips
     emit_row("loader, GPU-resident vs torchvision DataLoader", f"{fast_ips:,.0f} vs {slow_ips:,.0f} img/s: "
-             f"{ratio:.1f}x", ">= 3x", verdict(ratio, 3.0))
+             f"{ratio:.1f}x", *target_verdict(targets(args), ">= 3x", verdict(ratio, 3.0)))
 
 
 def run_part(name: str, args) -> None:
