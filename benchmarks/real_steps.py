@@ -162,7 +162,7 @@ def search_timing(run: Runtime, *, channels: int, cells: int, batch: int, steps:
     torch.manual_seed(seed)
     supernet = Supernet(SearchSpace({**(space or {}), "channels": channels, "cells": cells,
                                      "partial_channels": partial_channels}), 10, in_channels=in_channels)
-    strategy = bionas.get_search("darts", epochs=epochs, batch_size=batch, eval_batch_size=batch)
+    strategy = bionas.get_search("darts", epochs=epochs, batch_size=batch, eval_batch_size=batch, warmup_epochs=0)
     clock = StepClock(run.device)
     with clock.installed(search_epochs):
         strategy.search(supernet, search_data, run)
@@ -172,7 +172,8 @@ def search_timing(run: Runtime, *, channels: int, cells: int, batch: int, steps:
 def retrain_timing(run: Runtime, *, backprop: bool, channels: int, cells: int, batch: int, steps: int,
                    epochs: int = 2, image_size: int = 32, seed: int = 0) -> Timing:
     """`bionas.retrain.retrain` of the BioNAS-DARTS genotype (its mixed rules, or every layer on bp) at the
-    DARTS recipe (auxiliary head, drop path 0.2, cutout 16, clipping 5) for `epochs` epochs of `steps` steps;
+    DARTS recipe (auxiliary head, drop path 0.2, cutout 16 (at most half the image), clipping 5) for `epochs`
+    epochs of `steps` steps;
     the last epoch is timed (drop path is 0 in the first epoch and on after it: the first epoch runs other
     kernels than the later ones, so `epochs` 3 times an epoch after the first with drop path). Validation: one
     batch."""
@@ -182,7 +183,8 @@ def retrain_timing(run: Runtime, *, backprop: bool, channels: int, cells: int, b
     genotype = with_backprop(BIONAS_DARTS) if backprop else BIONAS_DARTS
     model = Network(genotype, channels=channels, cells=cells, num_classes=10, in_channels=3, auxiliary=True,
                     image_size=image_size)
-    recipe = RetrainSpec(epochs=epochs, batch_size=batch, channels=channels, cells=cells)
+    recipe = RetrainSpec(epochs=epochs, batch_size=batch, channels=channels, cells=cells,
+                         cutout=min(16, image_size // 2))
     clock = StepClock(run.device)
     with TemporaryDirectory() as tmp, clock.installed(retrain_module):
         retrain_module.retrain(model, data, recipe, run, seed=seed, best_path=Path(tmp) / "model.safetensors",
