@@ -24,7 +24,7 @@ Amp = Literal["auto", "bf16", "off"]
 # What `auto` means for each runtime setting on each device type (a device type not listed: off).
 # Measured on the CPU (2 cores, AVX2 without bf16 instructions, torch 2.14.1, one thread; docs/search.md,
 # "Speed" and "Search cost"): channels_last made the paper space's supernet step 0.77x and the retrained
-# network's step 1/1.6 of their NCHW time; bf16 autocast made the quickstart's search step 1.58x slower,
+# network's step 1/1.6 of their NCHW time; bf16 autocast made the quickstart's search step 1.27x slower,
 # and its compiled search had not finished 8 steps after 1,200 s (benchmarks/runtime_auto.py). CUDA:
 # channels_last and bf16 autocast are the layout and precision cuDNN's fastest convolution kernels use;
 # compile stays off until it is measured there (benchmarks/runtime_auto.py --device cuda: not yet run).
