@@ -18,6 +18,13 @@ capture, so each replay draws new numbers; other generators: pass `generators`),
 hyperparameters a replay reads from device memory (`capturable_optimizer_args`, `LearningRates`), and
 gradients set to None before the capture, so that backward allocates them from the graph's pool and
 every replay rewrites them in place (`zero_grad(set_to_none=True)` at the start of `fn` does that).
+
+Version counters: a replay writes tensors without changing their `_version`, and a fused optimizer's step
+does not change it either (torch 2.14), while caches keyed on versions (bionas.space.stacking's concatenated
+weights, the rules' seeded integers) decide on the host whether to recompute. So a StepGraph bumps the
+counters of its `versioned` tensors (a model's parameters and buffers) before its capture (the capture then
+records the recomputation, never a cache hit that later replays would read stale) and after every replay
+(eager code after it sees new values); `mark_stepped` does it after a fused optimizer's step.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
-from torch.utils._pytree import tree_map_only
+from torch.autograd.graph import increment_version
 
 WARMUP = 3  # eager calls before the capture (the PyTorch docs' whole-network example: 3)
 
@@ -37,7 +44,8 @@ def signature(inputs: Sequence[torch.Tensor]) -> tuple:
 
 
 class CaptureBackend(Protocol):
-    """How a StepGraph warms up, captures and replays (CudaBackend; tests use a CPU stand-in)."""
+    """How a StepGraph warms up, captures and replays (CudaBackend; tests use a stand-in). A capture records
+    and runs nothing: the replay that follows it computes the capturing call's step."""
 
     def warm_up(self, fn: Callable, inputs: Sequence[torch.Tensor]) -> Any: ...
 
@@ -79,13 +87,16 @@ class StepGraph:
     """`fn(*inputs)` as a CUDA graph replay; see the module docstring.
 
     `pool`: a memory pool (torch.cuda.graph_pool_handle()) shared with other graphs that never run
-    concurrently with this one; `backend`: how to capture (default CudaBackend on a CUDA device).
+    concurrently with this one; `backend`: how to capture (default CudaBackend on a CUDA device);
+    `versioned`: tensors whose version counters it bumps before the capture and after each replay.
     The counters `warmups`, `replays` and `eager_calls` say what the calls did.
     """
 
     def __init__(self, fn: Callable, enabled: bool, *, warmup: int = WARMUP, pool: Any = None,
-                 backend: CaptureBackend | None = None, generators: Sequence[torch.Generator] = ()):
+                 backend: CaptureBackend | None = None, generators: Sequence[torch.Generator] = (),
+                 versioned: Sequence[torch.Tensor] = ()):
         self.fn = fn
+        self.versioned = list(versioned)
         self.enabled = enabled
         self.warmup = warmup
         self.pool = pool
@@ -113,13 +124,19 @@ class StepGraph:
             self.warmups += 1
             return backend.warm_up(self.fn, inputs)
         if self._graph is None:
-            # Static copies laid out as the inputs (strides included: channels_last batches stay so).
+            # Static copies laid out as the inputs (strides included: channels_last batches stay so), filled
+            # before the capture: a capture runs nothing, the replay below computes this call's step.
             self._static_inputs = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
-                                   for t in inputs]
+                                   .copy_(t) for t in inputs]
+            if self.versioned:
+                increment_version(self.versioned)
             self._graph, self._static_outputs = backend.capture(self.fn, self._static_inputs, self.pool)
-        for static, given in zip(self._static_inputs, inputs):
-            static.copy_(given)
+        else:
+            for static, given in zip(self._static_inputs, inputs):
+                static.copy_(given)
         backend.replay(self._graph)
+        if self.versioned:
+            increment_version(self.versioned)
         self.replays += 1
         return self._static_outputs
 
@@ -133,9 +150,12 @@ class StepGraph:
         return self._backend
 
 
-def detached(outputs: Any) -> Any:
-    """`outputs` with every tensor detached (what a step returns for logging)."""
-    return tree_map_only(torch.Tensor, torch.Tensor.detach, outputs)
+def mark_stepped(optimizer: torch.optim.Optimizer) -> None:
+    """After `optimizer.step()`: a fused optimizer's kernels leave its parameters' version counters as they were;
+    bump those of the parameters it stepped (those with a gradient), so caches keyed on versions see the new
+    values. Python only (no kernel); nothing for other optimizers, whose in-place operations bump them."""
+    if any(group.get("fused") for group in optimizer.param_groups):
+        increment_version([p for group in optimizer.param_groups for p in group["params"] if p.grad is not None])
 
 
 class LearningRates:

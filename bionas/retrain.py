@@ -25,7 +25,7 @@ from bionas import distributed
 from bionas.analysis.alignment import alignment_record
 from bionas.checkpoint import Checkpointer, load_model_state, save_state
 from bionas.data import make_loader
-from bionas.graphs import LearningRates, StepGraph, capturable_optimizer_args
+from bionas.graphs import LearningRates, StepGraph, capturable_optimizer_args, mark_stepped
 from bionas.runtime import Runtime
 from bionas.seeds import stream_seed
 from bionas.spec import RetrainSpec
@@ -81,6 +81,7 @@ def train_step(model, forward, optimizer, recipe: RetrainSpec, device, amp: str,
         if recipe.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
         optimizer.step()
+        mark_stepped(optimizer)
         return loss.detach(), logits.detach()
 
     return step
@@ -156,9 +157,10 @@ def retrain(
     learning_rates = LearningRates(optimizer, device, graphs)  # after the scheduler read the float base values
     if graphs:  # filled per epoch; read on the device by every replay
         model.drop_path_prob = torch.zeros((), device=device)
+    versioned = [*model.parameters(), *model.buffers()] if graphs else []  # bionas.graphs: version counters
     step = StepGraph(train_step(model, forward, optimizer, recipe, device, runtime.amp, runtime.channels_last,
-                                cache=not graphs), graphs)
-    validation_step = StepGraph(eval_step(model, device, runtime.amp, cache=not graphs), graphs)
+                                cache=not graphs), graphs, versioned=versioned)
+    validation_step = StepGraph(eval_step(model, device, runtime.amp, cache=not graphs), graphs, versioned=versioned)
     result = TrainResult(best_epoch=-1, best_val_accuracy=-1.0)
     start = 0
     state = checkpoint.load(device) if checkpoint else None

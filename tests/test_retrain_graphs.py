@@ -86,3 +86,23 @@ def test_retrain_steps_give_the_numbers_of_a_plain_loop():
         sgd.step()
     for (name, got), want in zip(model.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(got, want), name
+
+
+def test_graph_ready_retrain_steps_agree_with_the_default_ones():
+    """Mixed rules (frsf, usf), no drop path: a fused SGD with a tensor lr rounds differently, nothing more (no
+    rule reading a stale cache of its weights: a fused step leaves their version counters, mark_stepped bumps)."""
+    recipe = RECIPE.model_copy(update={"drop_path": 0.0})
+    models = []
+    for graphs in (False, True):
+        model = network(BIONAS_DARTS).train()
+        optimizer, scheduler = make_optimizer(model, recipe, capturable=graphs)
+        rates = LearningRates(optimizer, CPU, graphs)
+        step = train_step(model, model.forward_with_aux, optimizer, recipe, CPU, "off")
+        for epoch, (x, y) in enumerate(batches(4)):
+            scheduler.step(epoch)
+            rates.update()
+            step(x, y)
+        models.append(model.state_dict())
+    for name, value in models[0].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(models[1][name], value, rtol=1e-4, atol=1e-6, msg=name)

@@ -26,8 +26,9 @@ class AccuracyStage:
         loader = make_loader(context.dataset, "test", spec.evaluation.batch_size, train=False, device=runtime.device,
                              num_workers=runtime.workers)
         # runtime.cuda_graphs: each full batch a replay of one captured forward pass
+        versioned = [*model.parameters(), *model.buffers()] if runtime.cuda_graphs else []  # bionas.graphs
         step = StepGraph(eval_step(model, runtime.device, runtime.amp, cache=not runtime.cuda_graphs),
-                         runtime.cuda_graphs)
+                         runtime.cuda_graphs, versioned=versioned)
         loss, accuracy = evaluate_accuracy(model, loader, runtime.device, runtime.amp, step)
         result.test_accuracy = accuracy
         context.book.rewind("test")  # a resumed run tests again: one record

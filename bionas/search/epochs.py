@@ -40,7 +40,7 @@ from pydantic import Field
 from bionas import distributed
 from bionas.checkpoint import Checkpointer, load_model_state
 from bionas.data import Loader
-from bionas.graphs import LearningRates, StepGraph, capturable_optimizer_args
+from bionas.graphs import LearningRates, StepGraph, capturable_optimizer_args, mark_stepped
 from bionas.plugin import PluginOptions
 from bionas.runtime import Runtime
 from bionas.search.base import SearchData, SearchResult, SearchStrategy
@@ -130,7 +130,8 @@ class SearchRun:
         """The run's StepGraph `name`, made from `fn` at its first use (later calls' `fn` is not used);
         without runtime.cuda_graphs it calls `fn`. One name, one kind of call: same mode, same grad mode."""
         if name not in self._graphs:
-            self._graphs[name] = StepGraph(fn, self.graphs_on, pool=self._pool)
+            versioned = [*self.supernet.parameters(), *self.supernet.buffers()] if self.graphs_on else []
+            self._graphs[name] = StepGraph(fn, self.graphs_on, pool=self._pool, versioned=versioned)
         return self._graphs[name]
 
     def hold_learning_rates(self, optimizer: torch.optim.Optimizer) -> None:
@@ -214,6 +215,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tens
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
+    mark_stepped(optimizer)
 
 
 def backward_to(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
