@@ -15,6 +15,7 @@ import torch
 
 import bionas
 import bionas.graphs
+import bionas.search.epochs
 from bionas.checkpoint import Checkpointer
 from bionas.retrain import retrain
 from bionas.space import BIONAS_DARTS, Network
@@ -96,6 +97,7 @@ def eager_backend(replay: bool):
     with pytest.MonkeyPatch.context() as patch:
         if not replay:
             patch.setattr(bionas.graphs, "CudaBackend", CallAgain)
+            patch.setattr(bionas.search.epochs, "CudaBackend", CallAgain)  # a search run's graphs share one
         yield
 
 

@@ -40,7 +40,7 @@ from pydantic import Field
 from bionas import distributed
 from bionas.checkpoint import Checkpointer, load_model_state
 from bionas.data import Loader
-from bionas.graphs import LearningRates, StepGraph, capturable_optimizer_args, mark_stepped
+from bionas.graphs import CudaBackend, LearningRates, StepGraph, capturable_optimizer_args, mark_stepped
 from bionas.plugin import PluginOptions
 from bionas.runtime import Runtime
 from bionas.search.base import SearchData, SearchResult, SearchStrategy
@@ -123,7 +123,11 @@ class SearchRun:
         self._compiled = torch.compile(self.supernet) if self.runtime.compile else None
         self.graphs_on = self.runtime.cuda_graphs and self.runtime.world_size == 1
         self._graphs: dict[str, StepGraph] = {}
-        self._pool = torch.cuda.graph_pool_handle() if self.graphs_on and self.device.type == "cuda" else None
+        # One memory pool and one capture stream for the run's graphs (the PyTorch docs: captures that share a
+        # pool share their stream); they never run concurrently.
+        on_cuda = self.graphs_on and self.device.type == "cuda"
+        self._pool = torch.cuda.graph_pool_handle() if on_cuda else None
+        self._backend = CudaBackend() if on_cuda else None
         self.learning_rates: list[LearningRates] = []
 
     def graph(self, name: str, fn: Callable) -> StepGraph:
@@ -131,7 +135,8 @@ class SearchRun:
         without runtime.cuda_graphs it calls `fn`. One name, one kind of call: same mode, same grad mode."""
         if name not in self._graphs:
             versioned = [*self.supernet.parameters(), *self.supernet.buffers()] if self.graphs_on else []
-            self._graphs[name] = StepGraph(fn, self.graphs_on, pool=self._pool, versioned=versioned)
+            self._graphs[name] = StepGraph(fn, self.graphs_on, pool=self._pool, backend=self._backend,
+                                           versioned=versioned)
         return self._graphs[name]
 
     def hold_learning_rates(self, optimizer: torch.optim.Optimizer) -> None:
