@@ -39,9 +39,10 @@ def weight_batches(run, count: int):
     return [batches[i % len(batches)] for i in range(count)]
 
 
-@pytest.mark.parametrize("name", ["darts", "egnas"])
-def test_search_step_after_the_first_reads_nothing_on_the_host_and_runs_the_same_operators(mnist, name):
-    options = {"start_epoch": 10, "fitness_batch_size": 8} if name == "egnas" else {}
+@pytest.mark.parametrize(("name", "options"), [
+    ("darts", {}), ("darts", {"order": "second"}), ("egnas", {"start_epoch": 10, "fitness_batch_size": 8})],
+    ids=["darts", "darts second order", "egnas"])
+def test_search_step_after_the_first_reads_nothing_on_the_host_and_runs_the_same_operators(mnist, name, options):
     strategy, run = started(name, mnist, graphs=True, **options)
     batches = weight_batches(run, 4)
     set_epoch(strategy, run, 0)
