@@ -35,7 +35,13 @@ from typing import Any, Protocol
 import torch
 from torch.autograd.graph import increment_version
 
+from bionas.errors import BionasError
+
 WARMUP = 3  # eager calls before the capture (the PyTorch docs' whole-network example: 3)
+
+
+class GraphCaptureError(BionasError):
+    """A step could not be captured (it read a tensor on the host, or did something else a capture forbids)."""
 
 
 def signature(inputs: Sequence[torch.Tensor]) -> tuple:
@@ -130,7 +136,13 @@ class StepGraph:
                                    .copy_(t) for t in inputs]
             if self.versioned:
                 increment_version(self.versioned)
-            self._graph, self._static_outputs = backend.capture(self.fn, self._static_inputs, self.pool)
+            try:
+                self._graph, self._static_outputs = backend.capture(self.fn, self._static_inputs, self.pool)
+            except RuntimeError as exc:
+                raise GraphCaptureError(
+                    f"runtime.cuda_graphs: capturing the step {getattr(self.fn, '__qualname__', self.fn)} failed "
+                    f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); run with "
+                    "runtime.cuda_graphs: false") from exc
         else:
             for static, given in zip(self._static_inputs, inputs):
                 static.copy_(given)

@@ -5,7 +5,7 @@ those buffers; the tensor learning rates a captured step reads. The real capture
 import pytest
 import torch
 
-from bionas.graphs import LearningRates, StepGraph, capturable_optimizer_args
+from bionas.graphs import GraphCaptureError, LearningRates, StepGraph, capturable_optimizer_args
 from sync_support import forbid_host_syncs
 
 
@@ -142,3 +142,15 @@ def test_capturable_optimizers_step_without_host_reads():
             optimizer.step()
     assert capturable_optimizer_args(torch.optim.RMSprop, True) is None
     assert capturable_optimizer_args(torch.optim.RMSprop, False) == {}
+
+
+def test_a_step_that_cannot_be_captured_is_a_clear_error():
+    class Refuses(CallAgain):
+        def capture(self, fn, inputs, pool):
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    step = StepGraph(scaled_sum, True, warmup=1, backend=Refuses())
+    step(torch.ones(2, 2), torch.tensor([0]))
+    with pytest.raises(GraphCaptureError, match="runtime.cuda_graphs: capturing the step scaled_sum failed "
+                       r"\(CUDA error: operation not permitted when stream is capturing\); run with"):
+        step(torch.ones(2, 2), torch.tensor([0]))
