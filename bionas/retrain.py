@@ -3,7 +3,9 @@
 Per epoch: drop-path probability drop_path * epoch / epochs (DARTS schedules it
 linearly), SGD over the augmented training split with the auxiliary loss
 weighted by auxiliary_weight, gradient-norm clipping, the learning rate from
-timm's scheduler, then validation. The weights of the best validation epoch
+timm's scheduler, then validation. Under runtime.cuda_graphs (one process) each
+training step and each validation batch is a CUDA graph replay (bionas.graphs):
+the learning rate and the drop-path probability are then tensors filled per epoch. The weights of the best validation epoch
 are written to model.safetensors; the test split is never looked at here.
 A checkpoint after every epoch makes an interrupted run resume exactly.
 """
@@ -23,10 +25,11 @@ from bionas import distributed
 from bionas.analysis.alignment import alignment_record
 from bionas.checkpoint import Checkpointer, load_model_state, save_state
 from bionas.data import make_loader
+from bionas.graphs import LearningRates, StepGraph, capturable_optimizer_args, mark_stepped
 from bionas.runtime import Runtime
 from bionas.seeds import stream_seed
 from bionas.spec import RetrainSpec
-from bionas.training import LOG_EVERY, Bar, autocast, check_finite, evaluate_accuracy
+from bionas.training import LOG_EVERY, Bar, autocast, check_finite, eval_step, evaluate_accuracy
 
 
 @dataclass
@@ -37,45 +40,67 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def make_optimizer(model: torch.nn.Module, recipe: RetrainSpec):
+def make_optimizer(model: torch.nn.Module, recipe: RetrainSpec, capturable: bool = False):
+    """The recipe's timm optimizer and scheduler; `capturable`: an optimizer a CUDA graph can replay the step of
+    (bionas.graphs.capturable_optimizer_args; None in its place when the recipe's optimizer has no such form)."""
     # timm (and torchvision under it) more than doubles the import time of torch: only a retrain pays it.
-    from timm.optim import create_optimizer_v2
+    from timm.optim import create_optimizer_v2, get_optimizer_class
     from timm.scheduler import create_scheduler_v2
 
+    kind = {}
+    if capturable:
+        kind = capturable_optimizer_args(get_optimizer_class(recipe.optimizer, bind_defaults=False), True)
+        if kind is None:
+            return None
     # DARTS decays every weight, biases and BN included: filter_bias_and_bn=False.
     optimizer = create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
-                                    momentum=recipe.momentum, filter_bias_and_bn=False)
+                                    momentum=recipe.momentum, filter_bias_and_bn=False, **kind)
     scheduler, _ = create_scheduler_v2(optimizer, sched=recipe.scheduler, num_epochs=recipe.epochs,
                                        min_lr=recipe.lr_min, warmup_epochs=recipe.warmup_epochs)
     return optimizer, scheduler
 
 
-def train_epoch(model, forward, loader, optimizer, recipe: RetrainSpec, device, amp: str, bar: Bar, epoch: int,
-                channels_last: bool = False) -> tuple[float, float]:
-    """One epoch of `model` through `forward(images) -> (logits, aux logits)`; (mean loss, accuracy) read at the end."""
-    model.train()
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    for step, (images, labels) in enumerate(loader):
+def train_step(model, forward, optimizer, recipe: RetrainSpec, device, amp: str, channels_last: bool = False,
+               cache: bool = True) -> Callable:
+    """`step(images, labels) -> (loss, logits)`, detached: forward through `forward(images) -> (logits, aux
+    logits)`, the loss with the auxiliary head's, backward, norm clipping, the optimizer's step. No host read:
+    a CUDA graph replays it (then `cache` False: autocast keeps no cache)."""
+    params = list(model.parameters())  # clip_grad_norm_ takes those with a gradient
+
+    def step(images: torch.Tensor, labels: torch.Tensor):
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
+        with autocast(device, amp, cache):
             logits, aux_logits = forward(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
             if aux_logits is not None and recipe.auxiliary_weight > 0:
                 loss = loss + recipe.auxiliary_weight * F.cross_entropy(
                     aux_logits.float(), labels, label_smoothing=recipe.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)  # before a capture too: backward allocates from the graph's pool
         loss.backward()
         if recipe.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
         optimizer.step()
-        total_loss += loss.detach() * len(labels)
-        correct += (logits.detach().argmax(1) == labels).sum()
+        mark_stepped(optimizer)
+        return loss.detach(), logits.detach()
+
+    return step
+
+
+def train_epoch(model, step: Callable, loader, device, bar: Bar, epoch: int) -> tuple[float, float]:
+    """One epoch of `model` by `step` (train_step's); (mean loss, accuracy) read at the end, the running loss
+    every LOG_EVERY steps (the only host reads)."""
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for i, (images, labels) in enumerate(loader):
+        loss, logits = step(images, labels)
+        total_loss += loss * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
         status = None
-        if (step + 1) % LOG_EVERY == 0:
+        if (i + 1) % LOG_EVERY == 0:
             mean_loss = total_loss.item() / seen
             check_finite(mean_loss, "retrain", epoch)
             status = f"loss {mean_loss:.3f}"
@@ -125,7 +150,18 @@ def retrain(
     # Rank 0 alone validates: its numbers decide for every rank.
     val_loader = make_loader(dataset, "val", eval_batch_size, train=False, device=device,
                              num_workers=runtime.workers) if rank == 0 else None
-    optimizer, scheduler = make_optimizer(model, recipe)
+    # CUDA graphs: one process (DDP's gradient hooks are not captured here), an optimizer that can be replayed
+    graphs = runtime.cuda_graphs and world_size == 1
+    made = make_optimizer(model, recipe, capturable=True) if graphs else None
+    graphs = made is not None
+    optimizer, scheduler = made or make_optimizer(model, recipe)
+    learning_rates = LearningRates(optimizer, device, graphs)  # after the scheduler read the float base values
+    if graphs:  # filled per epoch; read on the device by every replay
+        model.drop_path_prob = torch.zeros((), device=device)
+    versioned = [*model.parameters(), *model.buffers()] if graphs else []  # bionas.graphs: version counters
+    step = StepGraph(train_step(model, forward, optimizer, recipe, device, runtime.amp, runtime.channels_last,
+                                cache=not graphs), graphs, versioned=versioned)
+    validation_step = StepGraph(eval_step(model, device, runtime.amp, cache=not graphs), graphs, versioned=versioned)
     result = TrainResult(best_epoch=-1, best_val_accuracy=-1.0)
     start = 0
     state = checkpoint.load(device) if checkpoint else None
@@ -141,13 +177,17 @@ def retrain(
         # Drop path draws from the global generator: seeded per (seed, rank, epoch), an epoch's randomness does
         # not depend on how the run got there (resumed or not) and differs between ranks.
         torch.manual_seed(stream_seed(seed, rank, epoch))
-        model.drop_path_prob = recipe.drop_path * epoch / recipe.epochs
+        drop_path = recipe.drop_path * epoch / recipe.epochs
+        if graphs:
+            model.drop_path_prob.fill_(drop_path)
+        else:
+            model.drop_path_prob = drop_path
         scheduler.step(epoch)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = optimizer.param_groups[0]["lr"]  # the schedule's float
+        learning_rates.update()
         train_loader.set_epoch(epoch)
         with Bar(len(train_loader), f"retrain {epoch + 1}/{recipe.epochs}", runtime.quiet) as bar:
-            train_loss, train_acc = train_epoch(model, forward, train_loader, optimizer, recipe, device, runtime.amp,
-                                                bar, epoch, runtime.channels_last)
+            train_loss, train_acc = train_epoch(model, step, train_loader, device, bar, epoch)
             # Every rank trains on as many images: the mean over ranks is the sum over ranks / world_size.
             train_loss, train_acc = (v / world_size for v in distributed.sum_over_ranks(train_loss, train_acc))
             check_finite(train_loss, "retrain", epoch)
@@ -155,13 +195,14 @@ def retrain(
             if rank == 0:  # `model`, never the DDP wrapper: a forward on one rank must not start a collective
                 # Neither an eval forward nor alignment() advances a rule's feedback (brsf's step): the ranks
                 # stay in step without doing this work.
-                validation = evaluate_accuracy(model, val_loader, device, runtime.amp), alignment_record(model)
+                validation = (evaluate_accuracy(model, val_loader, device, runtime.amp, validation_step),
+                              alignment_record(model))
             (val_loss, val_acc), alignment = distributed.broadcast(validation)
             bar.advance(0, f"loss {train_loss:.3f} train {train_acc:.1%} val {val_acc:.1%}")
         result.seconds += time.perf_counter() - started
         record = {"stage": "retrain", "epoch": epoch, "lr": lr, "train_loss": train_loss,
                   "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
-                  "drop_path": model.drop_path_prob, "seconds": result.seconds, "alignment": alignment}
+                  "drop_path": drop_path, "seconds": result.seconds, "alignment": alignment}
         if val_acc > result.best_val_accuracy:  # selection on validation only
             result.best_epoch, result.best_val_accuracy = epoch, val_acc
             if rank == 0:

@@ -41,12 +41,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(device: torch.device, amp: str = "auto"):
-    """bf16 autocast: `auto` per device type (bionas.runtime.AUTO_AMP: CUDA only); `off` never; `bf16` always."""
+def autocast(device: torch.device, amp: str = "auto", cache: bool = True):
+    """bf16 autocast: `auto` per device type (bionas.runtime.AUTO_AMP: CUDA only); `off` never; `bf16` always.
+
+    `cache` False: no cache of the weights' bf16 copies, as a step captured in a CUDA graph needs (the
+    PyTorch docs: autocast's cache must be off for capture)."""
     enabled = amp == "bf16" or (amp == "auto" and AUTO_AMP.get(device.type, False))
     if not enabled:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
 def check_finite(loss: float, stage: str, epoch: int, limit: float = 1e4) -> None:
@@ -103,18 +106,34 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             module.training = training
 
 
+def eval_step(model: torch.nn.Module, device: torch.device, amp: str = "auto", cache: bool = True):
+    """`step(images, labels) -> (summed cross-entropy, correct predictions)` of `model` as it is (call it in
+    eval mode, without gradients): what evaluate_accuracy runs per batch, a CUDA graph replays."""
+
+    def step(images: torch.Tensor, labels: torch.Tensor):
+        with autocast(device, amp, cache):
+            logits = model(images)
+        return (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum"),
+                (logits.argmax(1) == labels).sum())
+
+    return step
+
+
 @torch.no_grad()
-def evaluate_accuracy(model: torch.nn.Module, loader, device: torch.device, amp: str = "auto") -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over a loader of (images, labels); one sync at the end."""
+def evaluate_accuracy(model: torch.nn.Module, loader, device: torch.device, amp: str = "auto",
+                      step=None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a loader of (images, labels); one sync at the end.
+
+    `step`: what runs per batch (default eval_step(model, device, amp); the retrain passes a StepGraph of it)."""
+    step = step or eval_step(model, device, amp)
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
     with eval_mode(model):
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with autocast(device, amp):
-                logits = model(images)
-            total_loss += torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-            correct += (logits.argmax(1) == labels).sum()
+            loss, right = step(images, labels)
+            total_loss += loss
+            correct += right
             count += len(labels)
     return (total_loss / max(count, 1)).item(), (correct.float() / max(count, 1)).item()

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1] / "bionas"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("bionas.__about__", "bionas.errors", "bionas.plugin", "bionas.hookspecs", "bionas.runtime",
                     "bionas.seeds", "bionas.fractions", "bionas.checkpoint", "bionas.rundir", "bionas.plots",
-                    "bionas.training", "bionas.distributed")),
+                    "bionas.training", "bionas.distributed", "bionas.graphs")),
     ("contracts", ("bionas.rules", "bionas.ops", "bionas.data", "bionas.attacks", "bionas.search",
                    "bionas.search.base", "bionas.tracking", "bionas.model")),
     ("registry", ("bionas.registry",)),

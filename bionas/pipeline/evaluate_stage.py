@@ -8,10 +8,11 @@ from torch import nn
 
 from bionas.attacks import Attack
 from bionas.data import make_loader
+from bionas.graphs import StepGraph
 from bionas.pipeline.context import StageContext
 from bionas.robustness import RobustnessReport, evaluate_robustness
 from bionas.rundir import read_json, write_json
-from bionas.training import evaluate_accuracy
+from bionas.training import eval_step, evaluate_accuracy
 
 
 class AccuracyStage:
@@ -24,7 +25,11 @@ class AccuracyStage:
         context, spec, runtime, result = self.context, self.context.spec, self.context.runtime, self.context.result
         loader = make_loader(context.dataset, "test", spec.evaluation.batch_size, train=False, device=runtime.device,
                              num_workers=runtime.workers)
-        loss, accuracy = evaluate_accuracy(model, loader, runtime.device, runtime.amp)
+        # runtime.cuda_graphs: each full batch a replay of one captured forward pass
+        versioned = [*model.parameters(), *model.buffers()] if runtime.cuda_graphs else []  # bionas.graphs
+        step = StepGraph(eval_step(model, runtime.device, runtime.amp, cache=not runtime.cuda_graphs),
+                         runtime.cuda_graphs, versioned=versioned)
+        loss, accuracy = evaluate_accuracy(model, loader, runtime.device, runtime.amp, step)
         result.test_accuracy = accuracy
         context.book.rewind("test")  # a resumed run tests again: one record
         context.book.log({"stage": "test", "test_loss": loss, "test_accuracy": accuracy,

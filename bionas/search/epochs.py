@@ -40,6 +40,7 @@ from pydantic import Field
 from bionas import distributed
 from bionas.checkpoint import Checkpointer, load_model_state
 from bionas.data import Loader
+from bionas.graphs import CudaBackend, LearningRates, StepGraph, capturable_optimizer_args, mark_stepped
 from bionas.plugin import PluginOptions
 from bionas.runtime import Runtime
 from bionas.search.base import SearchData, SearchResult, SearchStrategy
@@ -95,6 +96,11 @@ class SearchRun:
       egnas: "fitness"). Made once per search.
     * `epoch_values`: per-epoch objects (iterators, generators): emptied when an epoch
       starts, never checkpointed.
+
+    Under runtime.cuda_graphs (one process: a data-parallel run steps eagerly) the steps run as CUDA graph
+    replays: `graph(name, fn)` gives the run's StepGraph of that name, all of them in one memory pool (they
+    never run concurrently), and the optimizers hold their learning rates in tensors (`hold_learning_rates`)
+    that `train_epoch` refills from the schedule.
     """
 
     supernet: Supernet
@@ -115,6 +121,28 @@ class SearchRun:
         # runtime.compile: the forward at the alphas (every step of darts and egnas) is compiled; a forward
         # at given mixing weights runs eagerly (their active candidates vary: one graph each).
         self._compiled = torch.compile(self.supernet) if self.runtime.compile else None
+        self.graphs_on = self.runtime.cuda_graphs and self.runtime.world_size == 1
+        self._graphs: dict[str, StepGraph] = {}
+        # One memory pool and one capture stream for the run's graphs (the PyTorch docs: captures that share a
+        # pool share their stream); they never run concurrently.
+        on_cuda = self.graphs_on and self.device.type == "cuda"
+        self._pool = torch.cuda.graph_pool_handle() if on_cuda else None
+        self._backend = CudaBackend() if on_cuda else None
+        self.learning_rates: list[LearningRates] = []
+
+    def graph(self, name: str, fn: Callable) -> StepGraph:
+        """The run's StepGraph `name`, made from `fn` at its first use (later calls' `fn` is not used);
+        without runtime.cuda_graphs it calls `fn`. One name, one kind of call: same mode, same grad mode."""
+        if name not in self._graphs:
+            versioned = [*self.supernet.parameters(), *self.supernet.buffers()] if self.graphs_on else []
+            self._graphs[name] = StepGraph(fn, self.graphs_on, pool=self._pool, backend=self._backend,
+                                           versioned=versioned)
+        return self._graphs[name]
+
+    def hold_learning_rates(self, optimizer: torch.optim.Optimizer) -> None:
+        """Under runtime.cuda_graphs, hold `optimizer`'s learning rates in tensors a replay reads (made with
+        capturable_optimizer_args); `train_epoch` refills them after the schedule's step."""
+        self.learning_rates.append(LearningRates(optimizer, self.device, self.graphs_on))
 
     @property
     def device(self) -> torch.device:
@@ -129,7 +157,7 @@ class SearchRun:
 
     def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor, weights: Weights | None = None):
         """Cross-entropy (in float32) and logits of a batch, under the run's autocast."""
-        with autocast(self.device, self.runtime.amp):
+        with autocast(self.device, self.runtime.amp, cache=not self.graphs_on):
             forward = self._compiled if weights is None and self._compiled is not None else self.supernet
             logits = forward(self.images(x), weights)
         return F.cross_entropy(logits.float(), y), logits
@@ -183,10 +211,13 @@ def sgd(run: SearchRun, options: WeightTrainingOptions):
     # timm (and torchvision under it) more than doubles the import time of torch: only a search pays it.
     from timm.scheduler import create_scheduler_v2
 
-    # foreach: a few operations for all weights, not a few per weight (CUDA's default; the same values)
+    # foreach: a few operations for all weights, not a few per weight (CUDA's default; the same values);
+    # under CUDA graphs fused, which reads a tensor learning rate on the device
+    kind = capturable_optimizer_args(torch.optim.SGD, True) if run.graphs_on else {"foreach": True}
     optimizer = torch.optim.SGD(run.weight_parameters(), lr=options.lr, momentum=options.momentum,
-                                weight_decay=options.weight_decay, foreach=True)
+                                weight_decay=options.weight_decay, **kind)
     scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=options.epochs, min_lr=options.lr_min)
+    run.hold_learning_rates(optimizer)  # after the scheduler: it reads the float base values
     return optimizer, scheduler
 
 
@@ -198,6 +229,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tens
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
+    mark_stepped(optimizer)
 
 
 def backward_to(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
@@ -248,6 +280,11 @@ def weight_step(run: SearchRun, optimizer, x, y, grad_clip: float | None, weight
     return loss.detach(), logits.detach()
 
 
+def graphed_weight_step(run: SearchRun, x, y, grad_clip: float | None):
+    """`weight_step` at the alphas with the run's SGD: under runtime.cuda_graphs one graph replay."""
+    return run.graph("weight_step", lambda x, y: weight_step(run, run.optimizer, x, y, grad_clip))(x, y)
+
+
 def batches(loader, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless batches of `loader` for one epoch: pass p uses loader epoch `epoch + p * 2**32`,
     so what a step sees depends on (seed, epoch, step) only."""
@@ -266,7 +303,10 @@ def score(run: SearchRun, batch_list, weights: Weights | Callable[[int], Weights
     with eval_mode(run.supernet):
         for i, (x, y) in enumerate(batch_list):
             w = weights(i) if callable(weights) else weights
-            loss, logits = run.loss_and_logits(x, y, w)
+            if w is None:  # at the alphas: under runtime.cuda_graphs a replay
+                loss, logits = run.graph("score", lambda x, y: run.loss_and_logits(x, y))(x, y)
+            else:  # given mixing weights choose the candidates that run on the host (Supernet._mixing)
+                loss, logits = run.loss_and_logits(x, y, w)
             meter.add(loss, logits, y)
     return meter.read()
 
@@ -308,6 +348,8 @@ class EpochSearch(SearchStrategy):
     """Base of the strategies that train the supernet epoch by epoch; see the module docstring."""
 
     Options = WeightTrainingOptions  # every epoch-based strategy's options; subclasses extend them
+    # Whether runtime.cuda_graphs applies: a strategy whose steps run other kernels per step says False.
+    replayable = True
 
     # -- what a strategy implements ---------------------------------------------------------------
 
@@ -336,7 +378,9 @@ class EpochSearch(SearchStrategy):
     def train_epoch(self, run: SearchRun, epoch: int, bar: Bar) -> dict[str, Any]:
         """One epoch of steps; returns the record's train_loss, train_accuracy, lr and the hooks' fields."""
         run.scheduler.step(epoch)
-        lr = run.optimizer.param_groups[0]["lr"]
+        lr = run.optimizer.param_groups[0]["lr"]  # the schedule's float
+        for rates in run.learning_rates:  # CUDA graphs: into the tensors the replays read
+            rates.update()
         run.epoch_values = {}
         fields = self.before_epoch(run, epoch)
         run.loader.set_epoch(epoch)
@@ -384,7 +428,7 @@ class EpochSearch(SearchStrategy):
         if runtime.channels_last:
             supernet.to(memory_format=torch.channels_last)
         supernet.train()
-        return SearchRun(supernet, data, runtime)
+        return SearchRun(supernet, data, runtime if self.replayable else runtime.with_changes(cuda_graphs=False))
 
     def search(self, supernet: Supernet, data: SearchData, runtime: Runtime,
                checkpoint: Checkpointer | None = None) -> SearchResult:

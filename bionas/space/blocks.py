@@ -51,9 +51,12 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def drop_path(x: torch.Tensor, prob: float) -> torch.Tensor:
-    """Zero whole samples with probability `prob`, scaling the rest by 1 / (1 - prob) (DARTS utils.drop_path)."""
-    if prob <= 0.0:
+def drop_path(x: torch.Tensor, prob: float | torch.Tensor) -> torch.Tensor:
+    """Zero whole samples with probability `prob`, scaling the rest by 1 / (1 - prob) (DARTS utils.drop_path).
+
+    `prob` a 0-d tensor (a CUDA graph's, filled per epoch): the mask is always drawn, also at 0, so the
+    kernels do not depend on its value."""
+    if not isinstance(prob, torch.Tensor) and prob <= 0.0:
         return x
     keep = 1.0 - prob
     mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)

@@ -59,13 +59,15 @@ class Cell(nn.Module):
         self.droppable = [not isinstance(op, nn.Identity) for op in self.ops]
         self.multiplier = len(self.concat)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor = 0.0) -> torch.Tensor:
+        # a tensor drop_prob (a CUDA graph's) is never read on the host: drop_path always draws its mask
+        drop = isinstance(drop_prob, torch.Tensor) or drop_prob > 0
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for node in range(len(self.ops) // 2):
             total = None
             for e in (2 * node, 2 * node + 1):
                 h = self.ops[e](states[self.sources[e]])
-                if self.training and drop_prob > 0 and self.droppable[e]:
+                if self.training and drop and self.droppable[e]:
                     h = drop_path(h, drop_prob)
                 total = h if total is None else total + h
             states.append(total)
@@ -107,7 +109,8 @@ class Network(nn.Module):
     `forward(x)` always returns the logits (attacks call `model(x)`);
     `forward_with_aux(x)` returns (logits, auxiliary logits or None) for
     training. The trainer sets `drop_path_prob` each epoch (DARTS: 0.2 scaled
-    linearly with the epoch). One OutputTap sits on the main logits: dfa layers
+    linearly with the epoch): a float, or a 0-d tensor it fills in place (a CUDA
+    graph reads it on the device). One OutputTap sits on the main logits: dfa layers
     (the auxiliary head's too) take their error from the network's output.
     """
 

@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from bionas.graphs import capturable_optimizer_args
 from bionas.rules import exact_gradients, hold_feedback, no_weight_gradients
 from bionas.search.epochs import (
     EpochSearch,
@@ -31,6 +32,7 @@ from bionas.search.epochs import (
     WeightTrainingOptions,
     backward_to,
     batches,
+    graphed_weight_step,
     late_start_errors,
     optimizer_step,
     weight_step,
@@ -133,8 +135,13 @@ class Darts(EpochSearch):
     def prepare(self, run: SearchRun) -> None:
         super().prepare(run)
         o = self.options
-        run.checkpointed["arch_optimizer"] = torch.optim.Adam(run.supernet.arch_parameters(), lr=o.arch_lr,
-                                                          betas=o.arch_betas, weight_decay=o.arch_weight_decay)
+        # under CUDA graphs fused and capturable: the step count and lr on the device (a plain Adam reads its
+        # step count on the host twice per step)
+        kind = capturable_optimizer_args(torch.optim.Adam, run.graphs_on)
+        arch_optimizer = torch.optim.Adam(run.supernet.arch_parameters(), lr=o.arch_lr, betas=o.arch_betas,
+                                          weight_decay=o.arch_weight_decay, **kind)
+        run.checkpointed["arch_optimizer"] = arch_optimizer
+        run.hold_learning_rates(arch_optimizer)
         run.loaders["arch"] = run.data.loader("arch", o.arch_batch_size or o.batch_size)
 
     def before_epoch(self, run: SearchRun, epoch: int) -> dict:
@@ -143,12 +150,21 @@ class Darts(EpochSearch):
         return {"arch_updates": updates}
 
     def train_step(self, run: SearchRun, epoch: int, x, y):
-        optimizer, arch_batches = run.optimizer, run.epoch_values["arch_batches"]
-        if arch_batches is not None:
-            self.arch_step(run, (x, y), next(arch_batches), optimizer.param_groups[0]["lr"])
-        return weight_step(run, optimizer, x, y, self.options.grad_clip)
+        arch_batches = run.epoch_values["arch_batches"]
+        if arch_batches is None:
+            return graphed_weight_step(run, x, y, self.options.grad_clip)
+        step = run.graph("darts_step", lambda x, y, xa, ya: self.step(run, (x, y), (xa, ya)))
+        return step(x, y, *next(arch_batches))
 
-    def arch_step(self, run: SearchRun, train_batch, valid_batch, lr: float) -> None:
+    def step(self, run: SearchRun, train_batch, valid_batch):
+        """The architecture step on `valid_batch`, then the weight step on `train_batch`; returns the weight
+        step's (loss, logits). Under runtime.cuda_graphs both are one graph replay, the lr (the second
+        order's xi) the tensor the schedule fills."""
+        optimizer = run.optimizer
+        self.arch_step(run, train_batch, valid_batch, optimizer.param_groups[0]["lr"])
+        return weight_step(run, optimizer, *train_batch, self.options.grad_clip)
+
+    def arch_step(self, run: SearchRun, train_batch, valid_batch, lr: float | torch.Tensor) -> None:
         supernet, arch_optimizer = run.supernet, run.checkpointed["arch_optimizer"]
         arch = supernet.arch_parameters()
         exact = exact_gradients(supernet) if self.options.arch_gradient == "exact" else contextlib.nullcontext()

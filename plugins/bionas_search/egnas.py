@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from bionas import distributed
-from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, late_start_errors, weight_step
+from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, graphed_weight_step, late_start_errors
 from bionas.seeds import stream_generator, stream_seed
 from bionas.space.genotype import CELL_TYPES
 from bionas.training import eval_mode
@@ -135,7 +135,7 @@ class EGNAS(EpochSearch):
         return {"evolution": self.evolve(run, epoch) if epoch >= self.options.start_epoch else None}
 
     def train_step(self, run: SearchRun, epoch: int, x, y):
-        return weight_step(run, run.optimizer, x, y, self.options.grad_clip)
+        return graphed_weight_step(run, x, y, self.options.grad_clip)
 
     @torch.no_grad()
     def evolve(self, run: SearchRun, epoch: int) -> dict[str, Any]:

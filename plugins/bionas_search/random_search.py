@@ -85,6 +85,10 @@ class RandomSearch(EpochSearch):
                                   "scored on, the same for every sample (randomNAS_release: 10).")
         top_k: int = Field(default=10, gt=0, description="Best samples re-scored on the whole architecture part (10).")
 
+    # Eager under runtime.cuda_graphs too: which candidates run, and which parameters get a gradient (hence
+    # weight decay and momentum), differs per sampled architecture; a graph would replay one sample's.
+    replayable = False
+
     def search(self, supernet, data, runtime, checkpoint=None) -> SearchResult:
         if self.options.mode == "weight_sharing":
             return super().search(supernet, data, runtime, checkpoint)
