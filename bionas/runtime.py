@@ -65,7 +65,8 @@ def cpu_threads(count: int | None) -> Iterator[None]:
     """torch's intra-op CPU threads set to `count` inside the block (None: left as they are), restored after.
 
     The thread count changes the order of float sums, hence a run's numbers: a spec that fixes it gives
-    the same numbers on machines with different core counts."""
+    the same numbers on machines with different core counts and the same CPU kernels (AVX2 and AVX-512
+    kernels round differently: docs/pipeline.md, Reproducibility)."""
     if count is None:
         yield
         return

@@ -347,7 +347,8 @@ class RuntimeSpec(Section):
     threads: int | None = Field(
         default=None, gt=0, description="torch's CPU threads for the run (torch.set_num_threads, restored after it); "
         "null = torch's default (the machine's cores). The count changes the float sums, so fixing it gives the "
-        "same numbers on machines with different core counts; small networks run no faster on more threads.",
+        "same numbers on machines with different core counts and the same CPU kernels (docs/pipeline.md, "
+        "Reproducibility); small networks run no faster on more threads.",
     )
 
 

@@ -160,7 +160,8 @@ def test_a_run_is_bit_identical_in_another_process_whatever_its_thread_settings_
     variables, another interop thread count and a busy sibling process: nothing depends on the process."""
     spec = search_spec(tmp_path / "a")
     spec["search"]["options"]["epochs"] = 2
-    spec["runtime"] = {"threads": 1}
+    spec["retrain"]["epochs"] = 2
+    spec.update(runtime={"threads": 1}, evaluation={"attacks": []})
     reference = run(spec, quiet=True)
     other = tmp_path / "b"
     other.mkdir()
