@@ -92,6 +92,14 @@ Shard = Annotated[Optional[str], typer.Option(
     "(i from 0).")]
 
 
+Compare = Annotated[Optional[list[str]], typer.Option(
+    "--compare", help="A study only: also run its seeds with this baseline beside the strategy, in "
+    "compare-<name>/, and pair them in study.md. random: one genotype drawn uniformly from the space, no search.")]
+VariantShard = Annotated[Optional[str], typer.Option(
+    "--shard", help="i/n: as job i of n, retrain only the variants at positions i, i+n, ... (the searched one is "
+    "position 0); every job then collects the ones finished so far.")]
+
+
 class GradientSource(str, Enum):
     exact = "exact"
     rule = "rule"
@@ -157,7 +165,7 @@ def schema() -> None:
 
 
 def _run_stages(spec: Path, out, resume: bool, device, quiet: bool, stages=None, overrides=None, seeds=None,
-                shard=None) -> None:
+                shard=None, compare=()) -> None:
     overrides = {**(overrides or {}), **({"device": device} if device else {})}
     if seeds is not None:
         listed = parse_seeds(seeds)
@@ -166,21 +174,22 @@ def _run_stages(spec: Path, out, resume: bool, device, quiet: bool, stages=None,
     loaded = load_spec(spec, overrides=overrides)
     main = world_from_env().is_main  # under torchrun, rank 0 reports
     if loaded.seeds is None:
-        if shard is not None:
-            raise UsageError("--shard splits the seeds of a study: give --seeds, or seeds in the spec")
+        if shard is not None or compare:
+            raise UsageError(f"{'--shard splits' if shard is not None else '--compare pairs'} the seeds of a study: "
+                             "give --seeds, or seeds in the spec")
         result = run_pipeline(loaded, out, resume=resume, quiet=quiet, stages=stages)
         if main:
             print_summary(result, console)
         return
-    aggregate = run_study(loaded, out, resume=resume, quiet=quiet, stages=stages, shard=shard)
+    aggregate = run_study(loaded, out, resume=resume, quiet=quiet, stages=stages, shard=shard, compare=compare)
     if main:
         print_study_summary(aggregate, console)
 
 
 def run(spec: SpecFile, out: OutDir = None, resume: Resume = False, device: SpecDevice = None,
-        quiet: Quiet = False, seeds: Seeds = None, shard: Shard = None) -> None:
+        quiet: Quiet = False, seeds: Seeds = None, shard: Shard = None, compare: Compare = None) -> None:
     """Run a spec: search -> genotype -> retrain -> test -> attacks -> report (once per seed for a study)."""
-    _run_stages(spec, out, resume, device, quiet, seeds=seeds, shard=shard)
+    _run_stages(spec, out, resume, device, quiet, seeds=seeds, shard=shard, compare=compare or ())
 
 
 def search(spec: SpecFile, out: OutDir = None, resume: Resume = False, device: SpecDevice = None,
@@ -306,27 +315,62 @@ def analyze_random_rules(
     samples: int = typer.Option(10, "--samples", min=1, help="Random rule assignments to retrain."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Retrain budget (default: the run's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the assignments."),
+    shard: VariantShard = None,
     device: Device = "auto",
     quiet: Quiet = False,
     data_root: DataRoot = None,
     trust_run_data: TrustRunData = False,
 ) -> None:
     """Retrain the searched operations with random rule assignments; compare with the searched rules."""
-    # Under torchrun each rank retrains every N-th assignment on its own GPU, with no process group:
-    # the retrains are independent, and a later plain run collects them from their checkpoints.
-    world = world_from_env()
-    if world.distributed and resolve_device(device).type == "cuda":
-        device = f"cuda:{world.local_rank}"
-    results = random_rules(run_dir, samples, epochs, seed, device, quiet, rank=world.rank,
-                           world_size=world.world_size,
+    shard, device = variant_shard(shard, device)
+    results = random_rules(run_dir, samples, epochs, seed, device, quiet, shard=shard,
                            progress=None if quiet else lambda m: err_console.print(m, markup=False),
                            access=data_access(data_root, trust_run_data))
-    if world.distributed:
-        done = ", ".join(row["assignment"] for row in results["rows"]) or "nothing"
-        typer.echo(f"rank {world.rank} of {world.world_size} retrained: {done}. To collect the table, run "
-                   f"`bionas analyze random-rules {run_dir}` with the same options without torchrun.")
-        return
     typer.echo(random_rules_markdown(results))
+    report_variant_shard("random-rules", run_dir, shard, results)
+
+
+def analyze_random_architectures(
+    run_dir: RunDir,
+    samples: int = typer.Option(10, "--samples", min=1, help="Genotypes drawn uniformly from the run's space."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Retrain budget (default: the run's)."),
+    shard: VariantShard = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+    data_root: DataRoot = None,
+    trust_run_data: TrustRunData = False,
+) -> None:
+    """Retrain random genotypes of the run's space beside the searched one: does the search beat random?"""
+    from bionas.analysis.random_architectures import markdown, random_architectures
+
+    shard, device = variant_shard(shard, device)
+    results = random_architectures(run_dir, samples, epochs, device, quiet, shard=shard,
+                                   progress=None if quiet else lambda m: err_console.print(m, markup=False),
+                                   access=data_access(data_root, trust_run_data))
+    typer.echo(markdown(results))
+    report_variant_shard("random-architectures", run_dir, shard, results)
+
+
+def variant_shard(shard: Optional[str], device: str) -> tuple[Optional[tuple[int, int]], str]:
+    """The share of an analysis' retrains this process takes: --shard i/n, or under torchrun its rank of the
+    world, each rank on its own GPU with no process group (the retrains are independent)."""
+    world = world_from_env()
+    if world.distributed:
+        if shard is not None:
+            raise UsageError("--shard: under torchrun each rank already takes its share; give one or the other")
+        if resolve_device(device).type == "cuda":
+            device = f"cuda:{world.local_rank}"
+        return (world.rank, world.world_size), device
+    return (parse_shard(shard) if shard is not None else None), device
+
+
+def report_variant_shard(name: str, run_dir: Path, shard, results) -> None:
+    if shard is None or not results["missing"]:
+        return
+    done = ", ".join(results["retrained"]) or "nothing"
+    typer.echo(f"shard {shard[0]} of {shard[1]} retrained: {done}. {len(results['missing'])} not finished yet; "
+               f"the shard that finishes last writes the whole table (or run `bionas analyze {name} {run_dir}` "
+               "with the same options).")
 
 
 def analyze_alignment(run_dir: RunDir) -> None:
@@ -358,6 +402,7 @@ def build_app() -> typer.Typer:
     analyze_app = typer.Typer(help="The paper's studies on a finished run directory.", no_args_is_help=True)
     analyze_app.command("gradvar")(analyze_gradvar)
     analyze_app.command("random-rules")(analyze_random_rules)
+    analyze_app.command("random-architectures")(analyze_random_architectures)
     analyze_app.command("alignment")(analyze_alignment)
     app.add_typer(analyze_app, name="analyze")
     add_plugin_commands(app, get_registry(), warn)
