@@ -365,12 +365,12 @@ def variant_shard(shard: Optional[str], device: str) -> tuple[Optional[tuple[int
 
 
 def report_variant_shard(name: str, run_dir: Path, shard, results) -> None:
-    if shard is None or not results["missing"]:
+    if shard is None:
         return
     done = ", ".join(results["retrained"]) or "nothing"
-    typer.echo(f"shard {shard[0]} of {shard[1]} retrained: {done}. {len(results['missing'])} not finished yet; "
-               f"the shard that finishes last writes the whole table (or run `bionas analyze {name} {run_dir}` "
-               "with the same options).")
+    rest = (f" {len(results['missing'])} not finished yet: the shard that finishes last writes the whole table (or "
+            f"run `bionas analyze {name} {run_dir}` with the same options)." if results["missing"] else "")
+    typer.echo(f"shard {shard[0]} of {shard[1]} retrained: {done}.{rest}")
 
 
 def analyze_alignment(run_dir: RunDir) -> None:
