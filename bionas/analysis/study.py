@@ -41,7 +41,7 @@ class RunContext:
         self.spec = load_spec(read_json(self.dir.path("resolved_spec.json")))
         if self.spec.model is not None:
             raise BionasError(f"{self.dir.root} trained the model {self.spec.model.name}, not a genotype: this analysis "
-                              "rewrites a genotype's rules (bionas analyze alignment works on any run)")
+                              "compares variants of a genotype (bionas analyze alignment works on any run)")
         self.device = resolve_device(device)
         self.dataset = recorded_dataset(self.spec.dataset.model_dump(), self.dir.path("resolved_spec.json"), access)
         self.model, meta = load_network(self.dir.path("model.safetensors"), self.device)
