@@ -182,6 +182,7 @@ def test_a_study_pairs_its_seeds_with_the_random_ones(tmp_path):
     assert f"| paired difference, strategy - random (per seed) | {mean:.2%} ± {std:.2%} | 3 |" in text
     assert "| 2 | 85.00% | 70.00% | +15.00% |" in text
     assert (root / "compare-random" / "study.md").exists()  # the baseline's own aggregate
+    assert f"paired difference {mean:.2%} ± {std:.2%} over 3 seeds" in result.stdout
 
 
 def test_compare_needs_a_study_with_a_search(tmp_path):

@@ -64,3 +64,11 @@ def comparison_lines(comparison: dict[str, Any], strategy: str) -> list[str]:
         lines += [f"| {row['seed']} | {row['strategy']:.2%} | {row[name]:.2%} | {row['difference']:+.2%} |"
                   for row in comparison["rows"]]
     return lines
+
+
+def comparison_summary(comparison: dict[str, Any], strategy: str) -> str:
+    """One line for the terminal: both spreads and the paired difference."""
+    name = comparison["baseline"]
+    ours, theirs, diff = (Spread(**comparison[key]) for key in ("strategy", name, "difference"))
+    return (f"compared with {name} genotypes: {strategy} {ours.text()} (n={ours.n}), {name} {theirs.text()} "
+            f"(n={theirs.n}); paired difference {diff.text()} over {diff.n} seeds")
