@@ -89,6 +89,14 @@ Shard = Annotated[Optional[str], typer.Option(
     "(i from 0).")]
 
 
+Compare = Annotated[Optional[list[str]], typer.Option(
+    "--compare", help="A study only: also run its seeds with this baseline beside the strategy, in "
+    "compare-<name>/, and pair them in study.md. random: one genotype drawn uniformly from the space, no search.")]
+VariantShard = Annotated[Optional[str], typer.Option(
+    "--shard", help="i/n: as job i of n, retrain only the variants at positions i, i+n, ... (the searched one is "
+    "position 0); every job then collects the ones finished so far.")]
+
+
 class GradientSource(str, Enum):
     exact = "exact"
     rule = "rule"
@@ -136,7 +144,7 @@ def plugins_commands(ctx: typer.Context) -> None:
 
 
 def run(spec: SpecFile, out: OutDir = None, resume: Resume = False, device: SpecDevice = None,
-        quiet: Quiet = False, seeds: Seeds = None, shard: Shard = None) -> None:
+        quiet: Quiet = False, seeds: Seeds = None, shard: Shard = None, compare: Compare = None) -> None:
     """Run a spec: search -> genotype -> retrain -> test -> attacks -> report (once per seed for a study)."""
     _do("run", locals())
 
@@ -219,6 +227,7 @@ def analyze_random_rules(
     samples: int = typer.Option(10, "--samples", min=1, help="Random rule assignments to retrain."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Retrain budget (default: the run's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the assignments."),
+    shard: VariantShard = None,
     device: Device = "auto",
     quiet: Quiet = False,
     data_root: DataRoot = None,
@@ -226,6 +235,20 @@ def analyze_random_rules(
 ) -> None:
     """Retrain the searched operations with random rule assignments; compare with the searched rules."""
     _do("analyze_random_rules", locals())
+
+
+def analyze_random_architectures(
+    run_dir: RunDir,
+    samples: int = typer.Option(10, "--samples", min=1, help="Genotypes drawn uniformly from the run's space."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Retrain budget (default: the run's)."),
+    shard: VariantShard = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+    data_root: DataRoot = None,
+    trust_run_data: TrustRunData = False,
+) -> None:
+    """Retrain random genotypes of the run's space beside the searched one: does the search beat random?"""
+    _do("analyze_random_architectures", locals())
 
 
 def analyze_alignment(run_dir: RunDir) -> None:
@@ -258,6 +281,7 @@ def build_app() -> typer.Typer:
     analyze_app = typer.Typer(help="The paper's studies on a finished run directory.", no_args_is_help=True)
     analyze_app.command("gradvar")(analyze_gradvar)
     analyze_app.command("random-rules")(analyze_random_rules)
+    analyze_app.command("random-architectures")(analyze_random_architectures)
     analyze_app.command("alignment")(analyze_alignment)
     app.add_typer(analyze_app, name="analyze")
     return app  # plugin commands join when asked for (_Group.get_command)

@@ -22,6 +22,8 @@ from bionas.analysis.study import (
     random_rules,
     random_rules_markdown,
 )
+from bionas.analysis.random_architectures import markdown as random_architectures_markdown
+from bionas.analysis.random_architectures import random_architectures
 from bionas.distributed import world_from_env
 from bionas.errors import BionasError, UsageError
 from bionas.pipeline import print_study_summary, print_summary, run_study, write_study
@@ -99,7 +101,7 @@ def schema() -> None:
 
 
 def run_stages(spec: Path, out, resume: bool, device, quiet: bool, stages=None, overrides=None, seeds=None,
-               shard=None) -> None:
+               shard=None, compare=()) -> None:
     overrides = {**(overrides or {}), **({"device": device} if device else {})}
     if seeds is not None:
         listed = parse_seeds(seeds)
@@ -108,19 +110,20 @@ def run_stages(spec: Path, out, resume: bool, device, quiet: bool, stages=None, 
     loaded = load_spec(spec, overrides=overrides)
     main = world_from_env().is_main  # under torchrun, rank 0 reports
     if loaded.seeds is None:
-        if shard is not None:
-            raise UsageError("--shard splits the seeds of a study: give --seeds, or seeds in the spec")
+        if shard is not None or compare:
+            raise UsageError(f"{'--shard splits' if shard is not None else '--compare pairs'} the seeds of a study: "
+                             "give --seeds, or seeds in the spec")
         result = run_pipeline(loaded, out, resume=resume, quiet=quiet, stages=stages)
         if main:
             print_summary(result, console)
         return
-    aggregate = run_study(loaded, out, resume=resume, quiet=quiet, stages=stages, shard=shard)
+    aggregate = run_study(loaded, out, resume=resume, quiet=quiet, stages=stages, shard=shard, compare=compare)
     if main:
         print_study_summary(aggregate, console)
 
 
-def run(spec, out, resume, device, quiet, seeds, shard) -> None:
-    run_stages(spec, out, resume, device, quiet, seeds=seeds, shard=shard)
+def run(spec, out, resume, device, quiet, seeds, shard, compare) -> None:
+    run_stages(spec, out, resume, device, quiet, seeds=seeds, shard=shard, compare=compare or ())
 
 
 def search(spec, out, resume, device, quiet, seeds, shard) -> None:
@@ -189,22 +192,44 @@ def analyze_gradvar(run_dir, batches, batch_size, seed, device, data_root, trust
     typer.echo(gradvar_markdown(gradvar(run_dir, batches, batch_size, seed, device, access)))
 
 
-def analyze_random_rules(run_dir, samples, epochs, seed, device, quiet, data_root, trust_run_data) -> None:
-    # Under torchrun each rank retrains every N-th assignment on its own GPU, with no process group:
-    # the retrains are independent, and a later plain run collects them from their checkpoints.
-    world = world_from_env()
-    if world.distributed and resolve_device(device).type == "cuda":
-        device = f"cuda:{world.local_rank}"
-    results = random_rules(run_dir, samples, epochs, seed, device, quiet, rank=world.rank,
-                           world_size=world.world_size,
+def analyze_random_rules(run_dir, samples, epochs, seed, shard, device, quiet, data_root, trust_run_data) -> None:
+    shard, device = variant_shard(shard, device)
+    results = random_rules(run_dir, samples, epochs, seed, device, quiet, shard=shard,
                            progress=None if quiet else lambda m: err_console.print(m, markup=False),
                            access=data_access(data_root, trust_run_data))
-    if world.distributed:
-        done = ", ".join(row["assignment"] for row in results["rows"]) or "nothing"
-        typer.echo(f"rank {world.rank} of {world.world_size} retrained: {done}. To collect the table, run "
-                   f"`bionas analyze random-rules {run_dir}` with the same options without torchrun.")
-        return
     typer.echo(random_rules_markdown(results))
+    report_variant_shard("random-rules", run_dir, shard, results)
+
+
+def analyze_random_architectures(run_dir, samples, epochs, shard, device, quiet, data_root, trust_run_data) -> None:
+    shard, device = variant_shard(shard, device)
+    results = random_architectures(run_dir, samples, epochs, device, quiet, shard=shard,
+                                   progress=None if quiet else lambda m: err_console.print(m, markup=False),
+                                   access=data_access(data_root, trust_run_data))
+    typer.echo(random_architectures_markdown(results))
+    report_variant_shard("random-architectures", run_dir, shard, results)
+
+
+def variant_shard(shard: Optional[str], device: str) -> tuple[Optional[tuple[int, int]], str]:
+    """The share of an analysis' retrains this process takes: --shard i/n, or under torchrun its rank of the
+    world, each rank on its own GPU with no process group (the retrains are independent)."""
+    world = world_from_env()
+    if world.distributed:
+        if shard is not None:
+            raise UsageError("--shard: under torchrun each rank already takes its share; give one or the other")
+        if resolve_device(device).type == "cuda":
+            device = f"cuda:{world.local_rank}"
+        return (world.rank, world.world_size), device
+    return (parse_shard(shard) if shard is not None else None), device
+
+
+def report_variant_shard(name: str, run_dir: Path, shard, results) -> None:
+    if shard is None:
+        return
+    done = ", ".join(results["retrained"]) or "nothing"
+    rest = (f" {len(results['missing'])} not finished yet: the shard that finishes last writes the whole table (or "
+            f"run `bionas analyze {name} {run_dir}` with the same options)." if results["missing"] else "")
+    typer.echo(f"shard {shard[0]} of {shard[1]} retrained: {done}.{rest}")
 
 
 def analyze_alignment(run_dir) -> None:

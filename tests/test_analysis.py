@@ -1,6 +1,7 @@
 """`bionas analyze gradvar | random-rules | alignment` on a tiny finished run."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from typer.testing import CliRunner
 
 from bionas.cli import build_app
 from bionas.pipeline import run
+from bionas.space.sampling import sample_genotypes
 from bionas.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -70,21 +72,58 @@ def test_random_rules_retrains_samples_beside_the_searched_rules(finished_run):
 
 
 def test_random_rules_spread_over_torchrun_ranks_then_collected(finished_run, monkeypatch):
-    args = ["analyze", "random-rules", str(finished_run), "--samples", "3", "--epochs", "1", "--quiet"]
+    args = ["analyze", "random-rules", str(finished_run), "--samples", "4", "--epochs", "1", "--quiet"]
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     spread = runner.invoke(build_app(), args)
     assert spread.exit_code == 0, spread.output
-    assert "rank 1 of 2 retrained: random-00, random-02." in spread.stdout  # every 2nd, from position 1
-    best = finished_run / "analysis" / "random-rules" / "random-02.safetensors"
+    # every 2nd from position 1 (searched is 0): random-00 and random-02, finished by the test above but random-02
+    assert "shard 1 of 2 retrained: random-02. 1 not finished yet" in spread.stdout
+    best = finished_run / "analysis" / "random-rules" / "random-02" / "model.safetensors"
     written = best.stat().st_mtime_ns
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     collected = runner.invoke(build_app(), args)
     assert collected.exit_code == 0, collected.output
     data = json.loads((finished_run / "analysis" / "random-rules.json").read_text())
-    assert [r["assignment"] for r in data["rows"]] == ["searched", "random-00", "random-01", "random-02"]
-    assert best.stat().st_mtime_ns == written  # collected from its checkpoint, not retrained
+    assert [r["assignment"] for r in data["rows"]] == ["searched", "random-00", "random-01", "random-02", "random-03"]
+    assert data["retrained"] == ["random-03"] and data["missing"] == []
+    assert best.stat().st_mtime_ns == written  # collected from its directory, not retrained
+
+
+def test_random_architectures_sharded_then_collected(finished_run):
+    args = ["analyze", "random-architectures", str(finished_run), "--samples", "2", "--epochs", "1", "--quiet"]
+    first = runner.invoke(build_app(), [*args, "--shard", "1/2"])
+    assert first.exit_code == 0, first.output
+    assert "shard 1 of 2 retrained: random-00. 2 not finished yet" in first.stdout  # position 1 of 0, 1, 2
+    second = runner.invoke(build_app(), [*args, "--shard", "0/2"])
+    assert second.exit_code == 0, second.output
+    assert "shard 0 of 2 retrained: searched, random-01." in second.stdout
+    data = json.loads((finished_run / "analysis" / "random-architectures.json").read_text())
+    assert [r["label"] for r in data["rows"]] == ["searched", "random-00", "random-01"]
+    assert data["missing"] == [] and data["epochs"] == 1
+    spec = json.loads((finished_run / "resolved_spec.json").read_text())
+    drawn = sample_genotypes(spec["space"], 2, spec["seed"])  # the run's space and seed: random plain's draws
+    assert [r["genotype"] for r in data["rows"][1:]] == [g.to_dict() for g in drawn]
+    assert data["rows"][0]["genotype"] == json.loads((finished_run / "genotype.json").read_text())
+    randoms = [r["test_accuracy"] for r in data["rows"][1:]]
+    searched = data["rows"][0]["test_accuracy"]
+    assert data["summary"]["rank"] == 1 + sum(a > searched for a in randoms) and data["summary"]["of"] == 3
+    assert data["summary"]["others"]["mean"] == pytest.approx(sum(randoms) / 2)
+    assert data["summary"]["line"].startswith(f"searched {searched:.2%}; random ")
+    assert f"**{data['summary']['line']}.**" in (finished_run / "report.md").read_text()
+    assert (finished_run / "analysis" / "random-architectures.png").read_bytes().startswith(b"\x89PNG")
+    again = runner.invoke(build_app(), args)  # everything finished: nothing retrained
+    assert again.exit_code == 0 and json.loads(
+        (finished_run / "analysis" / "random-architectures.json").read_text())["retrained"] == []
+
+
+def test_the_search_says_how_decided_its_genotype_is(finished_run):
+    info = json.loads((finished_run / "search.json").read_text())["decidedness"]
+    assert len(info["edges"]) == 2 * 14  # 4 nodes: 2 + 3 + 4 + 5 edges per cell
+    for edge in info["edges"]:
+        assert 0 <= edge["margin"] and edge["entropy"] <= edge["max_entropy"] == pytest.approx(math.log(6))
+    assert "How decided the genotype is" in (finished_run / "report.md").read_text()
 
 
 def test_alignment_plots_what_the_retrain_logged(finished_run):

@@ -420,6 +420,9 @@ ATTACK_CASES = [
     ("analyze-malicious-pickle", ["analyze", "gradvar", "{evil}", "--trust-run-data"], "refers to posix.system"),
     ("analyze-no-alignment", ["analyze", "alignment", "{digits}"], "holds no alignment records"),
     ("analyze-batches-one", ["analyze", "gradvar", "{digits}", "--batches", "1"], "--batches"),
+    ("analyze-shard-past-its-count", ["analyze", "random-architectures", "{digits}", "--shard", "2/2"],
+     "--shard: '2/2' is not i/n"),
+    ("analyze-random-recorded-root", ["analyze", "random-architectures", "{good}"], "names the location of its data"),
 ]
 
 

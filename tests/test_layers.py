@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("spec", ("bionas.spec",)),
     ("models", ("bionas.space", "bionas.conversion", "bionas.model_network")),
     ("training", ("bionas.search.epochs", "bionas.retrain", "bionas.robustness", "bionas.analysis")),
-    ("runs", ("bionas.pipeline", "bionas.analysis.study")),
+    ("runs", ("bionas.pipeline", "bionas.analysis.study", "bionas.analysis.random_architectures")),
     ("interface", ("bionas", "bionas.cli", "bionas.commands", "bionas.terminal", "bionas.typer_adapter",
                    "bionas.__main__")),
 ]

@@ -86,3 +86,46 @@ def plot_spreads(series: Mapping[str, list[float]], path: Path, xlabel: str,
     if lines:
         ax.legend(fontsize=8)
     return save(fig, path)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where one value stands among others measured the same way (the searched genotype among random ones)."""
+
+    value: float
+    others: Spread
+    rank: int  # 1 = best of the value and the others; ties share the better rank
+    percentile: float | None  # percent of the others below the value, ties counted half; None with no others
+    verdict: str
+
+    def as_dict(self) -> dict:
+        return {"value": self.value, "others": self.others.as_dict(), "rank": self.rank, "of": self.others.n + 1,
+                "percentile": self.percentile, "verdict": self.verdict}
+
+    def text(self, value_name: str, others_name: str) -> str:
+        """`searched 95.80%; random 95.90% ± 1.00% (n=5): not better than random at this budget`."""
+        return (f"{value_name} {format_value(self.value)}; {others_name} {self.others.text()} (n={self.others.n}): "
+                f"{self.verdict}")
+
+
+def standing(value: float, others: Iterable[float], name: str = "random") -> Standing:
+    """Rank, percentile and a verdict of `value` against `others` (higher is better).
+
+    The verdict is "better than {name}" only when the value is above every other one and more than one
+    sample standard deviation above their mean, "worse" when more than one below, and otherwise "not
+    better": with a handful of samples nothing finer can be told apart from noise.
+    """
+    others = [float(v) for v in others]
+    summary = spread(others)
+    rank = 1 + sum(other > value for other in others)
+    percentile = (100 * (sum(o < value for o in others) + 0.5 * sum(o == value for o in others)) / len(others)
+                  if others else None)
+    if len(others) < 2:
+        verdict = f"too few {name} samples for a verdict (at least 2 are needed for a spread)"
+    elif value > summary.max and value > summary.mean + summary.std:
+        verdict = f"better than {name} at this budget (above all {len(others)}, more than one std above their mean)"
+    elif value < summary.mean - summary.std:
+        verdict = f"worse than {name} at this budget (more than one std below their mean)"
+    else:
+        verdict = f"not better than {name} at this budget"
+    return Standing(value, summary, rank, percentile, verdict)

@@ -16,18 +16,16 @@ import torch
 from bionas.analysis.aggregate import STD_NOTE, Spread, plot_spreads, spread
 from bionas.analysis.alignment import alignment_series, plot_alignment
 from bionas.analysis.gradvar import layer_moments, summarise
-from bionas.checkpoint import Checkpointer
+from bionas.analysis.variants import retrain_variants
 from bionas.data import make_loader
 from bionas.errors import BionasError
 from bionas.pipeline.report import refresh_report
 from bionas.plots import figure, save
-from bionas.retrain import retrain
 from bionas.robustness.target import DataAccess, recorded_dataset
 from bionas.rundir import RunDir, atomic_write_text, read_json, write_json
-from bionas.runtime import Runtime
 from bionas.space import build_network, load_network, replace_rules
 from bionas.spec import load_spec
-from bionas.training import evaluate_accuracy, resolve_device
+from bionas.training import resolve_device
 
 
 class RunContext:
@@ -43,7 +41,7 @@ class RunContext:
         self.spec = load_spec(read_json(self.dir.path("resolved_spec.json")), recorded=True)
         if self.spec.model is not None:
             raise BionasError(f"{self.dir.root} trained the model {self.spec.model.name}, not a genotype: this analysis "
-                              "rewrites a genotype's rules (bionas analyze alignment works on any run)")
+                              "compares variants of a genotype (bionas analyze alignment works on any run)")
         self.device = resolve_device(device)
         self.dataset = recorded_dataset(self.spec.dataset.model_dump(), self.dir.path("resolved_spec.json"), access)
         self.model, meta = load_network(self.dir.path("model.safetensors"), self.device)
@@ -151,10 +149,11 @@ def random_assignment(genotype, rules: list[str], excluded: set[tuple[str, str]]
 
 
 def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = None, seed: int = 0,
-                 device: str = "auto", quiet: bool = False, rank: int = 0, world_size: int = 1,
+                 device: str = "auto", quiet: bool = False, shard: tuple[int, int] | None = None,
                  progress: Callable[[str], None] | None = None, access: DataAccess = DataAccess()) -> dict[str, Any]:
     """Retrain the searched operations with `samples` random rule assignments (and the searched one, on the
-    same budget); compare their accuracies. Each retrain resumes from its own checkpoint."""
+    same budget); compare their accuracies. Each retrain is a variant directory (bionas/analysis/variants.py):
+    finished ones are read back, `shard` (i, n) retrains every n-th."""
     run = RunContext(run_dir, device, access)
     recipe = run.spec.retrain.model_copy(update={"epochs": epochs} if epochs else {})
     rng = random.Random(seed)
@@ -162,48 +161,30 @@ def random_rules(run_dir: str | Path, samples: int = 10, epochs: int | None = No
     genotypes = {"searched": run.genotype}
     for i in range(samples):
         genotypes[f"random-{i:02d}"] = random_assignment(run.genotype, run.rule_names(), excluded, rng)
-    root = run.dir.path("analysis/random-rules")
-    # Each rank's retrains are independent (no process group): every one trains on the whole data set.
-    runtime = Runtime(device=run.device, amp=run.spec.runtime.amp, workers=run.spec.runtime.workers, quiet=quiet)
-    test_loader = make_loader(run.dataset, "test", run.spec.evaluation.batch_size, train=False, device=run.device,
-                              num_workers=run.spec.runtime.workers)
-    rows = []
-    for position, (label, genotype) in enumerate(genotypes.items()):
-        if position % world_size != rank:  # candidates spread over the ranks of a torchrun launch
-            continue
-        if progress:
-            progress(f"{label}: retraining {recipe.epochs} epochs")
-        torch.manual_seed(run.spec.seed)
-        model = build_network(genotype, run.config).to(run.device)
-        checkpoint = Checkpointer(root / f"{label}.ckpt.safetensors", f"random-rules/{label}",
-                                  {"genotype": genotype.to_dict(), "recipe": recipe.model_dump(mode="json")})
-        trained = retrain(model, run.dataset, recipe, runtime, seed=run.spec.seed,
-                          best_path=root / f"{label}.safetensors", checkpoint=checkpoint,
-                          best_metadata={"genotype": genotype.to_dict(), "network": run.config})
-        best, _ = load_network(root / f"{label}.safetensors", run.device)
-        _, test_accuracy = evaluate_accuracy(best, test_loader, run.device, run.spec.runtime.amp)
-        rows.append({"assignment": label, "rules": genotype.rule_counts(),
-                     "val_accuracy": trained.best_val_accuracy, "test_accuracy": test_accuracy,
-                     "genotype": genotype.to_dict()})
-    results = {"samples": samples, "epochs": recipe.epochs, "seed": seed, "rows": rows}
-    if world_size == 1:
-        finish_random_rules(run, results)
+    collected = retrain_variants(run, "random-rules", genotypes, recipe, quiet=quiet, shard=shard,
+                                 progress=progress)
+    rows = [{"assignment": row["label"], **{k: v for k, v in row.items() if k != "label"}} for row in collected.rows]
+    results = {"samples": samples, "epochs": recipe.epochs, "seed": seed, "rows": rows,
+               "missing": collected.missing, "retrained": collected.retrained}
+    finish_random_rules(run, results)
     return results
 
 
 def finish_random_rules(run: RunContext, results: dict[str, Any]) -> None:
+    """The summary of the assignments finished so far (the searched one among them), json, md, png."""
     randoms = [r["test_accuracy"] for r in results["rows"] if r["assignment"] != "searched"]
-    searched = next(r for r in results["rows"] if r["assignment"] == "searched")
+    searched = next((r for r in results["rows"] if r["assignment"] == "searched"), None)
     summary = spread(randoms)
     results["summary"] = {
-        "searched_test_accuracy": searched["test_accuracy"],
+        "searched_test_accuracy": searched and searched["test_accuracy"],
         "random_mean": summary.mean,
         "random_std": summary.std,  # sample standard deviation, as every spread of bionas
         "random_min": summary.min,
         "random_max": summary.max,
-        "searched_beats": sum(a < searched["test_accuracy"] for a in randoms),
+        "searched_beats": searched and sum(a < searched["test_accuracy"] for a in randoms),
     }
-    plot_random_rules(results, run.dir.path("analysis/random-rules.png"))
+    if searched is not None and randoms:
+        plot_random_rules(results, run.dir.path("analysis/random-rules.png"))
     run.write("random-rules", results, random_rules_markdown(results))
 
 
@@ -217,11 +198,13 @@ def random_rules_markdown(results: dict[str, Any]) -> str:
         rules = ", ".join(f"{name} {n}" for name, n in row["rules"].items())
         lines.append(f"| {row['assignment']} | {rules} | {row['val_accuracy']:.2%} | "
                      f"{row['test_accuracy']:.2%} |")
-    if s["random_mean"] is not None:
+    if s["random_mean"] is not None and s["searched_test_accuracy"] is not None:
         randoms = Spread(results["samples"], s["random_mean"], s["random_std"], s["random_min"], s["random_max"])
         lines += ["", f"Random assignments: test accuracy {randoms.text()} (min {s['random_min']:.2%}, "
                   f"max {s['random_max']:.2%}; {STD_NOTE}); the searched assignment: "
                   f"{s['searched_test_accuracy']:.2%}, above {s['searched_beats']} of {results['samples']}."]
+    if results["missing"]:
+        lines += ["", f"Not retrained yet (another shard's, or interrupted): {', '.join(results['missing'])}."]
     return "\n".join(lines + ["", "![random rules](analysis/random-rules.png)", ""])
 
 

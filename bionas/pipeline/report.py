@@ -13,6 +13,7 @@ from typing import Any
 from bionas.pipeline.result import RunResult, rule_counts
 from bionas.robustness import RobustnessReport
 from bionas.rundir import RunDir, atomic_write_text, read_json
+from bionas.search.decided import decidedness_lines
 from bionas.space import Genotype
 from bionas.spec import load_spec
 
@@ -63,6 +64,7 @@ def render_report(spec, result, provenance: dict[str, Any], run_dir: RunDir) -> 
         info = read_json(search)
         lines += ["## Search", "", f"Strategy `{info['strategy']}`, {info['epochs']} epochs, "
                   f"{len(info['candidates'])} candidates per edge, {info['seconds']:.1f} s.", ""]
+        lines += [line + "\n" for line in decidedness_lines(info.get("decidedness"))]
         if run_dir.path("alphas.png").exists():
             lines += ["![mixing weights](alphas.png)", ""]
     if result.test_accuracy is not None:

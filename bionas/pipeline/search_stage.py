@@ -11,6 +11,7 @@ from bionas.plots import alpha_heatmaps
 from bionas.registry import get_search
 from bionas.rundir import read_json, write_json
 from bionas.search import SearchData, SearchResult, resolve_space
+from bionas.search.decided import decidedness
 from bionas.space import Genotype, SearchSpace, Supernet
 
 
@@ -47,11 +48,14 @@ class SearchStage:
         context.console.print(f"search: {self.strategy.name} over {space.num_candidates} candidates per edge")
         result = self.strategy.search(supernet, data, runtime, checkpoint)
         valid_accuracy = last_valid_accuracy(result)
+        zero = [space.is_zero(k) for k in range(space.num_candidates)]
+        decided = decidedness(last_alphas(result) or {}, space.labels, zero)
         if context.main:
             result.genotype.save(context.path("genotype.json"))
-            write_json(context.path("search.json"), {"strategy": self.strategy.name, "seconds": result.seconds,
-                                                     "candidates": space.labels, "epochs": len(result.history),
-                                                     "valid_accuracy": valid_accuracy})
+            write_json(context.path("search.json"), {
+                "strategy": self.strategy.name, "seconds": result.seconds, "candidates": space.labels,
+                "epochs": len(result.history), "valid_accuracy": valid_accuracy,
+                "decidedness": decided if decided["edges"] else None})
             if spec.output.plots:
                 self.plot_alphas(result, space)
         context.book.mark_finished("search")
@@ -59,12 +63,20 @@ class SearchStage:
         context.result.search_seconds, context.result.search_valid_accuracy = result.seconds, valid_accuracy
         accuracy = "" if valid_accuracy is None else f", supernet validation accuracy {valid_accuracy:.1%}"
         context.console.print(f"search: done in {result.seconds:.1f}s{accuracy}\n{result.genotype}")
+        if decided["close_to_uniform"]:
+            context.console.print(f"search: every edge's mixing weights are within {decided['threshold']:.0%} of "
+                                  "uniform: the genotype is close to a random draw from the space")
         return result.genotype
 
     def plot_alphas(self, result: SearchResult, space: SearchSpace) -> None:
-        alphas = next((r["alphas"] for r in reversed(result.history) if r.get("alphas")), None)
+        alphas = last_alphas(result)
         if alphas:
             alpha_heatmaps(alphas, space.labels, self.context.path("alphas.png"))
+
+
+def last_alphas(result: SearchResult) -> dict | None:
+    """The mixing weights softmax(alpha) of the search's last record that has them (None: a strategy without)."""
+    return next((r["alphas"] for r in reversed(result.history) if r.get("alphas")), None)
 
 
 def last_valid_accuracy(result: SearchResult) -> float | None:

@@ -26,6 +26,7 @@ from bionas.distributed import world_from_env
 from bionas.errors import BionasError, UsageError
 from bionas.pipeline.result import Interrupted
 from bionas.pipeline.run import Pipeline, execute
+from bionas.pipeline.study_compare import PREFIX, baseline_spec
 from bionas.pipeline.study_report import STUDY_SPEC, seed_dir, write_study
 from bionas.rundir import read_json, write_json
 from bionas.space.genotype import spec_genotype
@@ -95,9 +96,13 @@ def run_study(
     quiet: bool = False,
     stages: Sequence[str] | None = None,
     shard: tuple[int, int] | None = None,
+    compare: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     """Run every seed of a study (`spec.seeds`; with `shard` (i, n), seeds[i::n]), each as a single run in
     RUN/seed-N/, then write the aggregate. Returns it (study.json's content) on rank 0, None on other ranks.
+
+    `compare` names baselines (bionas/pipeline/study_compare.py: "random") run on the same seeds (and shard)
+    after the strategy, each as a study in RUN/compare-<name>/; study.md pairs them seed by seed.
 
     A seed that fails does not stop the others; the failures are raised together at the end, after the
     aggregate of the seeds that finished. Ctrl-C stops at once, with the command that continues.
@@ -106,32 +111,38 @@ def run_study(
     spec_genotype(spec)  # before the first seed: each seed's run reads it again
     if spec.seeds is None:
         raise BionasError("the spec lists no seeds: give seeds (a study) in the spec or --seeds 0,1,2")
+    baselines = {name: load_spec(baseline_spec(spec.to_dict(), name)) for name in dict.fromkeys(compare)}
     root = Path(out_dir) if out_dir else spec.run_dir()
     mine = shard_seeds(spec.seeds, shard)
     main = world_from_env().is_main
     console = Console(stderr=True, quiet=quiet or not main)
-    prepare_study(root, spec, mine, resume, main)
-    shard_text = f" --shard {shard[0]}/{shard[1]}" if shard else ""
-    resume_command = f"bionas run SPEC --resume --out {root} --seeds {','.join(map(str, spec.seeds))}{shard_text}"
+    studies = {root: spec, **{root / f"{PREFIX}{name}": baseline for name, baseline in baselines.items()}}
+    for directory, each in studies.items():
+        prepare_study(directory, each, mine, resume, main)
+    options = (f" --shard {shard[0]}/{shard[1]}" if shard else "") + "".join(f" --compare {b}" for b in baselines)
+    resume_command = f"bionas run SPEC --resume --out {root} --seeds {','.join(map(str, spec.seeds))}{options}"
     if not mine:
         console.print(f"study: shard {shard[0]}/{shard[1]} of seeds {spec.seeds} has no seed to run")
     failures = {}
     try:
-        for position, seed in enumerate(mine):
-            console.print(f"[bold]study[/bold] '{spec.name}': seed {seed} ({position + 1} of {len(mine)}"
-                          f"{' in this shard' if shard else ''})")
-            pipeline = Pipeline(spec.for_seed(seed), seed_dir(root, seed), resume, quiet, stages)
-            try:
-                execute(pipeline, resume_command)
-            except Interrupted:
-                raise
-            except BionasError as error:  # the other seeds are independent runs: they still run
-                failures[seed] = str(error)
-                console.print(f"[red]seed {seed} failed:[/red] {escape(str(error))}")
+        # The baselines run the same seeds (and shard) after the strategy's, each a study of its own.
+        for directory, each in studies.items():
+            for position, seed in enumerate(mine):
+                label = f"seed {seed}" if directory == root else f"{directory.name}/seed {seed}"
+                console.print(f"[bold]study[/bold] '{each.name}': seed {seed} ({position + 1} of {len(mine)}"
+                              f"{' in this shard' if shard else ''})")
+                pipeline = Pipeline(each.for_seed(seed), seed_dir(directory, seed), resume, quiet, stages)
+                try:
+                    execute(pipeline, resume_command)
+                except Interrupted:
+                    raise
+                except BionasError as error:  # the other seeds are independent runs: they still run
+                    failures[label] = str(error)
+                    console.print(f"[red]{label} failed:[/red] {escape(str(error))}")
     finally:
         distributed.shutdown()
-    aggregate = write_study(root) if main else None
+    aggregate = write_study(root) if main else None  # the baselines' aggregates with it
     if failures:
-        raise BionasError("\n".join(f"seed {seed} failed: {message}" for seed, message in failures.items())
+        raise BionasError("\n".join(f"{label} failed: {message}" for label, message in failures.items())
                           + f"\nthe other seeds ran; {root / 'study.md'} aggregates the finished ones")
     return aggregate

@@ -18,6 +18,7 @@ from bionas.analysis.aggregate import STD_NOTE, Spread, format_value, plot_sprea
 from bionas.checkpoint import diff_dicts, load_metadata
 from bionas.errors import BionasError, CheckpointError, one_line
 from bionas.pipeline.result import rule_counts
+from bionas.pipeline.study_compare import BASELINES, PREFIX, comparison_lines, paired
 from bionas.pipeline.train_stage import MODEL_RECORD
 from bionas.robustness import RobustnessReport
 from bionas.rundir import RunDir, atomic_write_text, read_json, write_json
@@ -221,6 +222,8 @@ def study_markdown(aggregate: dict[str, Any]) -> str:
             lines += [f"* seed {row['seed']}: `{row['genotype']}`" for row in aggregate["rows"]]
         if aggregate.get("plot"):
             lines += ["", f"![study]({aggregate['plot']})"]
+    for comparison in aggregate.get("comparisons", {}).values():
+        lines += ["", *comparison_lines(comparison, aggregate.get("strategy") or "strategy")]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -241,6 +244,10 @@ def write_study(root: str | Path) -> dict[str, Any]:
     aggregate["plot"] = None
     if aggregate.pop("plots") and plot_study(aggregate, root / "study.png"):
         aggregate["plot"] = "study.png"
+    aggregate["strategy"] = ((_readable_json(root / STUDY_SPEC) or {}).get("search") or {}).get("name")
+    aggregate["comparisons"] = {  # baselines run beside the strategy (--compare): each a study of its own
+        sub.name[len(PREFIX):]: paired(aggregate, write_study(sub), sub.name[len(PREFIX):])
+        for sub in sorted(root.glob(f"{PREFIX}*")) if sub.is_dir() and sub.name[len(PREFIX):] in BASELINES}
     write_json(root / "study.json", aggregate)
     atomic_write_text(root / "study.md", study_markdown(aggregate))
     return aggregate

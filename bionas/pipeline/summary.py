@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bionas.pipeline.result import RunResult, rule_counts
+from bionas.pipeline.study_compare import comparison_summary
 from bionas.pipeline.study_report import status_lines, study_table
 
 
@@ -45,4 +46,6 @@ def print_study_summary(aggregate: dict, console: Console | None = None) -> None
         console.print(table)
     for line in status_lines(aggregate):
         console.print(line, highlight=False)
+    for comparison in aggregate.get("comparisons", {}).values():
+        console.print(comparison_summary(comparison, aggregate.get("strategy") or "strategy"), highlight=False)
     console.print(f"study: {aggregate['dir']}/study.md (± is the sample standard deviation)", highlight=False)

@@ -8,6 +8,7 @@
     network.py       the network derived from a genotype; count_parameters
     saved.py         a derived network from a file a run saved (load_network, build_network)
     rewrite.py       the same architecture with other rules (replace_rules, with_backprop)
+    sampling.py      genotypes drawn uniformly from a space (sample_genotypes)
     draw.py          a PNG of a genotype's cells, rules colour-coded
 
 The Operation plugin base and the blocks ops are built from live in bionas.ops (below

@@ -10,8 +10,8 @@ benchmarks/cnn/darts/darts_wrapper_discrete.py):
   the same `eval_batches` batches of the architecture part, the `top_k` best re-scored on the
   whole architecture part, and the best of those returned.
 
-plain: `sample_genotypes(space, n, seed)` draws architectures the same way; `search` returns
-the first (seeded by the run's seed) for the caller to train.
+plain: `sample_genotypes(space, n, seed)` (bionas/space/sampling.py) draws architectures the
+same way; `search` returns the first (seeded by the run's seed) for the caller to train.
 """
 
 from __future__ import annotations
@@ -20,49 +20,16 @@ import itertools
 import time
 from typing import Any, Literal
 
-import torch
 from pydantic import Field
 
 from bionas.search import SearchResult
 from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, score, weight_step
 from bionas.seeds import stream_generator
-from bionas.space import Genotype, SearchSpace, derive_genotype
-from bionas.space.blocks import num_edges
-from bionas.space.genotype import CELL_TYPES
+from bionas.space import Genotype, derive_genotype
+from bionas.space.sampling import sample_genotypes, sample_weights
 from bionas.training import Bar
 
-_TRAIN, _VALID, _SELECT, _PLAIN = 21, 22, 23, 24  # random streams of this strategy
-
-
-def sample_weights(space: SearchSpace, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """One uniformly sampled architecture as one-hot mixing weights {"normal": W, "reduce": W} (CPU).
-
-    Per cell type and intermediate node i: 2 distinct sources of range(2 + i), each edge a
-    uniformly chosen non-zero candidate (weight 1); every other row is all zero.
-    """
-    allowed = [k for k in range(space.num_candidates) if not space.is_zero(k)]
-    nodes = space.spec.nodes
-    weights = {}
-    for kind in CELL_TYPES:
-        w = torch.zeros(num_edges(nodes), space.num_candidates)
-        first = 0
-        for node in range(nodes):
-            sources = torch.randperm(2 + node, generator=gen)[:2].tolist()
-            choices = torch.randint(len(allowed), (2,), generator=gen).tolist()
-            for source, choice in zip(sources, choices):
-                w[first + source, allowed[choice]] = 1.0
-            first += 2 + node
-        weights[kind] = w
-    return weights
-
-
-def sample_genotypes(space: SearchSpace | Any, n: int, seed: int) -> list[Genotype]:
-    """`n` uniformly sampled genotypes of a space (a SearchSpace, SpaceSpec or its dict), reproducible
-    from `seed`; the first k of n are the k of sample_genotypes(space, k, seed)."""
-    if not isinstance(space, SearchSpace):
-        space = SearchSpace(space)
-    gen = stream_generator(seed, _PLAIN)
-    return [derive_genotype(space, sample_weights(space, gen)) for _ in range(n)]
+_TRAIN, _VALID, _SELECT = 21, 22, 23  # random streams of this strategy (24: sample_genotypes')
 
 
 class RandomSearch(EpochSearch):
