@@ -24,7 +24,7 @@ def finished_run(tmp_path_factory):
     """The quickstart's run on a smaller budget: 1,500 training digits, 1 search epoch, 2 retrain epochs, no attacks."""
     spec = load_spec(QUICKSTART).to_dict()
     spec["dataset"]["options"]["test_size"] = 3000
-    spec["search"]["options"]["epochs"] = 1
+    spec["search"]["options"].update(epochs=1, warmup_epochs=0)  # the alphas move in the one epoch
     spec["retrain"]["epochs"] = 2
     spec["evaluation"]["attacks"] = []
     return run(spec, tmp_path_factory.mktemp("analysis") / "run", quiet=True).run_dir
