@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils.weak import WeakIdKeyDictionary
 
 from bionas.rules.layers import is_layer, rule_of
 
@@ -150,6 +153,7 @@ def next_training_step(model: nn.Module) -> None:
     for layer in _rule_layers(model):
         state = layer._bionas_state
         state["explicit_steps"] = state.get("explicit_steps", 0) + 1
+    _flag_steps(model)
 
 
 # -- integers kept in buffers, read without a device sync per step --------------------------------
@@ -182,3 +186,107 @@ def increment_buffer_ints(layers, name: str) -> None:
     torch._foreach_add_(buffers, 1)
     for layer, buf, value in zip(layers, buffers, values):
         layer._bionas_state["ints"][name] = ((buf._version, buf.data_ptr()), value)
+
+
+# -- draws on the device, as functions of tensors (a CUDA graph replays them with new steps) ---------
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """x * c mod 2**32 for x in [0, 2**32) held in int64, by 16-bit halves of c (no product leaves int64)."""
+    return (x * (c & 0xFFFF) + ((x * (c >> 16)) & 0xFFFF) * 0x10000) & _M32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 (C. Wellons' hash prospector): a bijection of [0, 2**32) with full avalanche."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _unit(h: torch.Tensor) -> torch.Tensor:
+    """float32 in (0, 1) from hashed bits: the top 23 and a half (exact in float32)."""
+    return ((h >> 9).to(torch.float32) + 0.5) * 2.0**-23
+
+
+def seeded_draws(seeds: Sequence[torch.Tensor], steps: Sequence[torch.Tensor], shapes: Sequence[Sequence[int]],
+                 init: str = "xavier_uniform") -> list[torch.Tensor]:
+    """Per (seed, step, shape): a float32 tensor of `shape` from `init`, computed from the int64 scalar
+    tensors `seed` and `step` on their device by a counter-based hash, with no host read.
+
+    Each is a function of its own seed, step and shape alone (not of the others drawn with it), the
+    same on every device kind; the ones of a shape are computed together. What a CUDA graph
+    replays after `step` advanced on the device are the draws of the new step, as an eager step's.
+    """
+    if init not in _INITS:
+        raise ValueError(f"unknown init '{init}'; known: {', '.join(INITS)}")
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        by_shape.setdefault(tuple(int(s) for s in shape), []).append(i)
+    order = [i for members in by_shape.values() for i in members]  # each shape's draws side by side
+    seed, step = torch.stack([seeds[i] for i in order]), torch.stack([steps[i] for i in order])
+    key = _hash32((seed & _M32) ^ _hash32(((seed >> 32) & _M32) ^ _hash32(step & _M32)))
+    second = _hash32(key ^ 0x9E3779B9)
+    out: list[torch.Tensor | None] = [None] * len(shapes)
+    start = 0
+    for shape, members in by_shape.items():
+        n, end = math.prod(shape), start + len(members)
+        a, b = key[start:end].view(-1, 1), second[start:end].view(-1, 1)
+        start = end
+        index = torch.arange(n, device=seed.device, dtype=torch.int64).view(1, -1)
+        first = _hash32(_hash32(index ^ a) ^ b)
+        fan_in, fan_out = fans(shape)
+        if init == "xavier_uniform":  # U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (torch.nn.init, gain 1)
+            values = (_unit(first) * 2.0 - 1.0) * math.sqrt(6.0 / (fan_in + fan_out))
+        else:  # N(0, 2 / (fan_in + fan_out)) by Box-Muller from two hashed uniforms
+            other = _hash32(first ^ a)
+            radius = torch.sqrt(-2.0 * torch.log(_unit(first)))
+            values = radius * torch.cos(2.0 * math.pi * _unit(other)) * math.sqrt(2.0 / (fan_in + fan_out))
+        for i, row in zip(members, values.unbind(0)):
+            out[i] = row.view(shape)
+    return out
+
+
+# -- the training-step clock on the device --------------------------------------------------------
+
+STEP_FLAG = "training_step_due"  # the non-persistent int64 buffer watch_optimizer_steps sets to 1
+_watched = WeakIdKeyDictionary()  # a watched layer's weight -> a weakref to the layer
+_hook = None
+
+
+def watch_optimizer_steps(layer: nn.Module) -> None:
+    """After each step of an optimizer whose parameters hold `layer.weight`, set the layer's int64
+    buffer STEP_FLAG to 1, on the device (a CUDA graph that captures the step captures that too).
+
+    Steps of other optimizers (an architecture's, another model's) leave it as it is. Cheap to
+    call again: a layer calls it whenever it uses the flag, so copies of it (deepcopy) are watched
+    from their first use.
+    """
+    global _hook
+    if _hook is None:
+        _hook = register_optimizer_step_post_hook(_after_optimizer_step)
+    _watched[layer.weight] = weakref.ref(layer)
+
+
+def _after_optimizer_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    flags = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            ref = _watched.get(p)
+            layer = ref() if ref is not None else None
+            if layer is not None and layer.weight is p:
+                flags.append(getattr(layer, STEP_FLAG))
+    if flags:
+        with torch.no_grad():
+            torch._foreach_clamp_min_(flags, 1)
+
+
+def _flag_steps(model: nn.Module) -> None:
+    """Set the STEP_FLAG buffer of every rule layer of `model` that has one to 1."""
+    flags = [getattr(m, STEP_FLAG) for m in _rule_layers(model) if hasattr(m, STEP_FLAG)]
+    if flags:
+        with torch.no_grad():
+            torch._foreach_clamp_min_(flags, 1)
