@@ -1,19 +1,23 @@
-"""Deterministic randomness for learning rules, and the training-step clock of a rule layer.
+"""Deterministic randomness for learning rules, and the training-step clocks of a rule layer.
 
 Every random feedback tensor is a function of a seed stored in a buffer of its
 layer (and, for brsf, of a step counter stored beside it), so a checkpoint
 restores the identical backward and every data-parallel rank draws the same.
-Draws use their own CPU generator: the global RNG is consumed only to pick a
-layer's seed when the rule has no `seed` option, which keeps wrapping
-reproducible under `torch.manual_seed`.
+Fixed draws (fa, frsf, dfa) use their own CPU generator, once; per-step draws
+(brsf) are `seeded_draws`, a counter-based hash computed on the device from the
+seed and step tensors. The global RNG is consumed only to pick a layer's seed
+when the rule has no `seed` option, which keeps wrapping reproducible under
+`torch.manual_seed`.
 
-A rule that changes its feedback once per training step (brsf) asks
-`new_training_step(layer)`: the layer notices its own weight changed (the
-optimizer that trains it stepped), so no other optimizer (an architecture's,
-another model's) moves it. Loops that change weights without stepping them
-(finite differences) do so inside `hold_feedback(model)`; loops whose
-optimizer updates weights without bumping their version counter (fused
-optimizers) call `next_training_step(model)` after each step.
+Two clocks tell a rule that changes its feedback once per training step when
+a step happened. On the device (brsf's default): `watch_optimizer_steps(layer)`
+has every step of an optimizer that holds the layer's weight set a flag buffer
+of the layer to 1, which the rule consumes on the device, so no other optimizer
+(an architecture's, another model's) moves it, and a CUDA graph replay of a
+step advances it as an eager step does. On the host: `new_training_step(layer)`
+notices that the layer's own weight changed; loops that change weights without
+stepping them (finite differences) do so inside `hold_feedback(model)`.
+`next_training_step(model)` counts a step on both by hand.
 """
 
 from __future__ import annotations
@@ -154,38 +158,6 @@ def next_training_step(model: nn.Module) -> None:
         state = layer._bionas_state
         state["explicit_steps"] = state.get("explicit_steps", 0) + 1
     _flag_steps(model)
-
-
-# -- integers kept in buffers, read without a device sync per step --------------------------------
-
-
-def buffer_int(layer, name: str) -> int:
-    """The integer held by buffer `name` of a rule layer; read from the device only after it changed."""
-    buf = getattr(layer, name)
-    key = (buf._version, buf.data_ptr())
-    cache = layer._bionas_state.setdefault("ints", {})
-    hit = cache.get(name)
-    if hit is None or hit[0] != key:
-        hit = cache[name] = (key, int(buf.item()))
-    return hit[1]
-
-
-def set_buffer_int(layer, name: str, value: int) -> None:
-    """Write `value` into the integer buffer `name` (no device sync)."""
-    buf = getattr(layer, name)
-    buf.fill_(value)
-    layer._bionas_state.setdefault("ints", {})[name] = ((buf._version, buf.data_ptr()), value)
-
-
-def increment_buffer_ints(layers, name: str) -> None:
-    """Add one to the integer buffer `name` of each layer, in one operation (no device sync)."""
-    if not layers:
-        return
-    values = [buffer_int(layer, name) + 1 for layer in layers]
-    buffers = [getattr(layer, name) for layer in layers]
-    torch._foreach_add_(buffers, 1)
-    for layer, buf, value in zip(layers, buffers, values):
-        layer._bionas_state["ints"][name] = ((buf._version, buf.data_ptr()), value)
 
 
 # -- draws on the device, as functions of tensors (a CUDA graph replays them with new steps) ---------
