@@ -238,6 +238,8 @@ def watch_optimizer_steps(layer: nn.Module) -> None:
     from their first use.
     """
     global _hook
+    if torch.compiler.is_compiling():  # bookkeeping of the host: the eager warm-up step registered it
+        return
     if _hook is None:
         _hook = register_optimizer_step_post_hook(_after_optimizer_step)
     _watched[layer.weight] = weakref.ref(layer)

@@ -163,6 +163,7 @@ class BatchRandomSignFeedback(ReferenceInit, FeedbackRule):
         add_buffer(layer, "feedback_step", torch.tensor(0, dtype=torch.int64, device=device))
         # 1: the next use draws k + 1 (the first use, and the first after a training step)
         add_buffer(layer, STEP_FLAG, torch.tensor(1, dtype=torch.int64, device=device), persistent=False)
+        watch_optimizer_steps(layer)
 
     def load_state(self, layer: nn.Module) -> None:
         super().load_state(layer)
