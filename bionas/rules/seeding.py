@@ -226,6 +226,8 @@ def seeded_draws(seeds: Sequence[torch.Tensor], steps: Sequence[torch.Tensor], s
 
 STEP_FLAG = "training_step_due"  # the non-persistent int64 buffer watch_optimizer_steps sets to 1
 _watched = WeakIdKeyDictionary()  # a watched layer's weight -> a weakref to the layer
+_generation = [0]  # advances when a weight is first watched: the optimizers' lists are made again
+_per_optimizer: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> (signature, layers)
 _hook = None
 
 
@@ -242,17 +244,26 @@ def watch_optimizer_steps(layer: nn.Module) -> None:
         return
     if _hook is None:
         _hook = register_optimizer_step_post_hook(_after_optimizer_step)
-    _watched[layer.weight] = weakref.ref(layer)
+    ref = _watched.get(layer.weight)
+    if ref is None or ref() is not layer:
+        _watched[layer.weight] = weakref.ref(layer)
+        _generation[0] += 1
 
 
 def _after_optimizer_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-    flags = []
-    for group in optimizer.param_groups:
-        for p in group["params"]:
+    # The watched layers among the optimizer's parameters, looked up again only when its parameters
+    # or the watched weights changed (a lookup per parameter costs milliseconds per step).
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    signature = (_generation[0], len(params), *map(id, params))
+    cached = _per_optimizer.get(optimizer)
+    if cached is None or cached[0] != signature:
+        layers = []
+        for p in params:
             ref = _watched.get(p)
-            layer = ref() if ref is not None else None
-            if layer is not None and layer.weight is p:
-                flags.append(getattr(layer, STEP_FLAG))
+            if ref is not None and ref() is not None and ref().weight is p:
+                layers.append(ref)
+        cached = _per_optimizer[optimizer] = (signature, layers)
+    flags = [getattr(layer, STEP_FLAG) for layer in (ref() for ref in cached[1]) if layer is not None]
     if flags:
         with torch.no_grad():
             torch._foreach_clamp_min_(flags, 1)
