@@ -110,3 +110,23 @@ def test_the_supernet_forward_compiles_whole_without_recompiles_and_gives_the_ea
     for (name, a), b in zip(traced.state_dict().items(), eager.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)  # weights, alphas, BatchNorm statistics, brsf's step
     assert brsf_steps(traced) == {4}
+
+
+def test_given_weights_with_skip_zero_off_mask_by_arithmetic_alone():
+    # one-hot rows (random search's samples): skipping the zero-weight candidates or masking them gives
+    # the same logits, and masked, two different samples dispatch the same operators
+    from bionas_search.random_search import sample_weights
+
+    net = make(["usf", "fa", "bp"], 1).eval()
+    gen = torch.Generator().manual_seed(0)
+    samples = [sample_weights(net.space, gen) for _ in range(2)]
+    x, _ = batch(0)
+    lists = []
+    with torch.no_grad():
+        net(x, samples[0], skip_zero=False)  # warm-up: the edges' plans made
+        for weights in samples:
+            with record_ops() as names:
+                masked = net(x, weights, skip_zero=False)
+            lists.append(names)
+            torch.testing.assert_close(masked, net(x, weights), rtol=0, atol=0)
+    assert samples[0]["normal"].ne(samples[1]["normal"]).any() and lists[0] == lists[1]
