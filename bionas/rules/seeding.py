@@ -217,8 +217,8 @@ def seeded_draws(seeds: Sequence[torch.Tensor], steps: Sequence[torch.Tensor], s
             other = _hash32(first ^ a)
             radius = torch.sqrt(-2.0 * torch.log(_unit(first)))
             values = radius * torch.cos(2.0 * math.pi * _unit(other)) * math.sqrt(2.0 / (fan_in + fan_out))
-        for i, row in zip(members, values.unbind(0)):
-            out[i] = row.view(shape)
+        for i, draw_i in zip(members, values.view(len(members), *shape).unbind(0)):
+            out[i] = draw_i
     return out
 
 

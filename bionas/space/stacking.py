@@ -86,14 +86,15 @@ class _Pass:
         self.feedback: dict[int, torch.Tensor] = {}  # id(first conv of a group) -> its stacked feedback
         self.counters: list[torch.Tensor] = []  # BatchNorm num_batches_tracked to advance by one
         self.targets: list[torch.Tensor] = []  # BatchNorm running statistics ...
-        self.sources: list[torch.Tensor] = []  # ... and the updated values to copy into them
+        self.sources: list[torch.Tensor] = []  # ... and their updated concatenations, in the same order
 
     def finish(self) -> None:
         with torch.no_grad():
             if self.counters:
                 torch._foreach_add_(self.counters, 1)
-            if self.targets:
-                torch._foreach_copy_(self.targets, self.sources)
+            if self.targets:  # one concatenation split once, not a split per BatchNorm
+                parts = torch.cat(self.sources).split([t.shape[0] for t in self.targets])
+                torch._foreach_copy_(self.targets, parts)
 
 
 @contextlib.contextmanager
@@ -372,7 +373,7 @@ def stacked_batch_norm(norms: Sequence[nn.BatchNorm2d], x: torch.Tensor,
     y = F.batch_norm(x, mean, var, weight, bias, batch_stats, first.momentum, first.eps)
     if stats and batch_stats:  # batch_norm updated the concatenation: back to each layer's buffers
         pending.targets += buffers
-        pending.sources += concatenated.split(first.num_features)
+        pending.sources.append(concatenated)
     if pending is not _pending():
         pending.finish()
     return y
