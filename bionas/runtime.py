@@ -22,7 +22,7 @@ from bionas.errors import SpecError
 Amp = Literal["auto", "bf16", "off"]
 
 # What `auto` means for each runtime setting on each device type (a device type not listed: off).
-# Measured on the CPU (2 cores, AVX2 without bf16 instructions, torch 2.14.1, one thread; docs/search.md,
+# Measured on the CPU (2 cores, torch 2.14.1, one thread; the 1.27x on AVX-512 with bf16 instructions; docs/search.md,
 # "Speed" and "Search cost"): channels_last made the paper space's supernet step 0.77x and the retrained
 # network's step 1/1.6 of their NCHW time; bf16 autocast made the quickstart's search step 1.27x slower,
 # and its compiled search had not finished 8 steps after 1,200 s (benchmarks/runtime_auto.py). CUDA:

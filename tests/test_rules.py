@@ -14,6 +14,7 @@ from torch import nn
 import bionas
 from bionas.errors import PluginError, SpecError
 from bionas.rules import FeedbackRule, LearningRule, exact_gradients, rule_of
+from bionas.rules.seeding import seeded_draws
 
 # the original nn.Conv2d warns about its own 'same' padding with an even kernel
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
@@ -73,8 +74,9 @@ def expected_feedback(rule: str, layer: nn.Module) -> torch.Tensor:
         return torch.sign(w) * math.sqrt(2.0 / (fan_in + fan_out))
     if rule == "frsf":
         return layer.feedback_magnitude * torch.sign(w)
-    if rule == "brsf":
-        return layer._bionas_state["magnitude"][1] * torch.sign(w)
+    if rule == "brsf":  # |R_k|, R_k the seeded draw of (feedback_seed, feedback_step)
+        draw_k = seeded_draws([layer.feedback_seed], [layer.feedback_step], [w.shape])[0]
+        return draw_k.abs().to(w.dtype) * torch.sign(w)
     raise AssertionError(rule)
 
 
@@ -123,7 +125,8 @@ def test_wrap_keeps_forward_parameters_and_keys(rule, kind):
     assert dict(layer.named_parameters()) == params  # the same Parameter objects
     assert sum(p.numel() for p in layer.parameters()) == sum(p.numel() for p in original.parameters())
     assert keys <= set(layer.state_dict())
-    assert set(layer.state_dict()) - keys == {n for n, _ in layer.named_buffers()}
+    persistent = {n for n, _ in layer.named_buffers() if n not in layer._non_persistent_buffers_set}
+    assert set(layer.state_dict()) - keys == persistent
     x = make_input(kind)
     assert torch.equal(layer(x), original(x))
     layer.eval()
@@ -136,7 +139,8 @@ def test_reapplying_replaces_the_rule_and_bp_unwraps():
     bionas.get_rule("fa").wrap(layer)
     bionas.get_rule("brsf").wrap(layer)
     assert type(layer).__mro__.count(nn.Conv2d) == 1 and type(layer).__bases__[1] is cls
-    assert {n for n, _ in layer.named_buffers()} == {"feedback_seed", "feedback_step"}
+    assert set(layer.state_dict()) == {"weight", "bias", "feedback_seed", "feedback_step"}
+    assert {n for n, _ in layer.named_buffers()} == {"feedback_seed", "feedback_step", "training_step_due"}
     assert rule_of(layer).name == "brsf"
     bionas.get_rule("bp").apply(layer)
     assert type(layer) is cls and list(layer.named_buffers()) == [] and rule_of(layer) is None
@@ -362,6 +366,36 @@ def test_usf_follows_the_weight():
     assert torch.equal(rule_of(layer).feedback(layer), -before)
 
 
+@pytest.mark.parametrize("init", ["xavier_uniform", "xavier_normal"])
+def test_seeded_draws_follow_the_xavier_law_and_depend_on_their_own_seed_and_step_alone(init):
+    from bionas.rules.seeding import fans
+
+    shape = (16, 8, 3, 3)
+    fan_in, fan_out = fans(shape)
+    bound, std = math.sqrt(6 / (fan_in + fan_out)), math.sqrt(2 / (fan_in + fan_out))
+    seed = torch.tensor(2**62 + 12345)  # a 63-bit seed, as mix() makes them
+    draws = seeded_draws([seed] * 40, [torch.tensor(k) for k in range(40)], [shape] * 40, init)
+    values = torch.cat([d.flatten() for d in draws]).double()
+    n = values.numel()  # 46,080
+    assert all(d.dtype == torch.float32 and d.shape == shape for d in draws)
+    assert abs(values.mean()) < 5 * std / math.sqrt(n)
+    assert abs(values.std() / std - 1) < 0.02
+    if init == "xavier_uniform":
+        assert values.abs().max() < bound and values.abs().max() > 0.999 * bound
+        # uniform: each tenth of [-bound, bound] holds a tenth of the values
+        counts = torch.histc(values, bins=10, min=-bound, max=bound)
+        assert (counts / n - 0.1).abs().max() < 0.01
+    # a draw is a function of its own (seed, step, shape): alone, or among others, the same
+    alone = seeded_draws([seed], [torch.tensor(7)], [shape], init)[0]
+    among = seeded_draws([torch.tensor(1), seed, seed], [torch.tensor(7), torch.tensor(7), torch.tensor(8)],
+                         [(4, 4), shape, shape], init)
+    assert torch.equal(alone, draws[7]) and torch.equal(among[1], alone)
+    assert not torch.equal(among[2], alone)  # another step
+    assert not torch.equal(seeded_draws([torch.tensor(1)], [torch.tensor(7)], [shape], init)[0], alone)
+    # neighbouring draws are uncorrelated
+    assert abs(torch.corrcoef(torch.stack([draws[0].flatten(), draws[1].flatten()]))[0, 1]) < 0.06
+
+
 def _brsf_step(model, opt, x):
     opt.zero_grad()
     model(x).square().mean().backward()
@@ -469,8 +503,7 @@ def test_hold_feedback_keeps_the_step_s_feedback_across_perturbed_weights():
                 p.copy_(w)
     model(x).sum().backward()  # the restored weights belong to the same step
     assert _draws(model) == [1, 1]
-    with torch.no_grad():
-        layer.weight.add_(0.01)  # a training step
+    torch.optim.SGD([layer.weight], lr=0.01).step()  # a training step of the last layer only
     model(x).sum().backward()
     assert _draws(model) == [1, 2]
 
@@ -636,7 +669,7 @@ def test_converted_state_dict_keys_extend_the_original_and_pretrained_weights_lo
     model = bionas.convert(copy.deepcopy(original), {"0": "fa", "1.0*": "brsf", "1.1*": "frsf", "3": "dfa"})
     keys = set(model.state_dict())
     assert set(pretrained) <= keys
-    assert {k for k in keys - set(pretrained)} == {n for n, _ in model.named_buffers()}
+    assert {k for k in keys - set(pretrained)} == {n for n, _ in model.named_buffers() if 'training_step_due' not in n}
     feedback = model[0].feedback.clone()
     model.load_state_dict(pretrained)  # strict: rule buffers may be missing, they keep their values
     assert torch.equal(model[0].feedback, feedback)

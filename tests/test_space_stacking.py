@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -169,20 +168,25 @@ def test_feedback_many_equals_feedback_layer_by_layer(rule):
         assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
 
 
-def test_feedback_is_made_when_the_pass_ends():
-    # The stacked convs' feedback is made at the end of the forward pass; a backward from inside
-    # an unfinished pass has none, and says so.
+def test_feedback_is_made_before_the_stacked_convs_run():
+    # Every stacked conv gets its feedback as a tensor when it runs (made when the pass starts, or on
+    # the spot inside an enclosing pass): a backward from inside an unfinished pass has it, and
+    # gives the gradients of a finished one.
     space = SearchSpace({"ops": ["sep_conv_3x3"], "rules": ["usf", "fa"]})
     edge = MixedEdge(space, 4, 1)
     x = torch.randn(2, 4, 5, 5)
-    w = torch.full((2,), 0.5, requires_grad=True)
-    with batched_pass():
-        out = edge(x, w)
-        with pytest.raises(RuntimeError, match="forward pass did not finish"):
+    grads = []
+    for inside in (True, False):
+        w = torch.full((2,), 0.5, requires_grad=True)
+        with batched_pass():
+            out = edge(x, w)
+            if inside:
+                out.sum().backward()
+        if not inside:
             out.sum().backward()
-    out = edge(x, w)
-    out.sum().backward()
-    assert w.grad is not None and F.relu(w.grad.abs()).sum() > 0
+        grads.append(w.grad)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
 
 
 def test_each_candidate_keeps_its_own_parameters_and_state_dict():

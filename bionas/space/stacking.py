@@ -13,7 +13,9 @@ outputs side by side on the channel axis; the edge mixes them with one weighted
 reduction.
 
 Nothing about the candidates changes: their modules, parameters, buffers and
-state_dict stay as they are (the stacked tensors are made at each forward), so
+state_dict stay as they are (the stacked tensors are concatenated at each
+forward, one torch.cat per stacked layer, so no cache decides what a pass
+computes and a CUDA graph replays the same kernels on the updated weights), so
 a derived network loads the same weights, and outputs and gradients equal the
 per-candidate ones to float rounding. An op opts in with `Operation.stacking`
 (a StackedForm); a rule with `LearningRule.stackable` (true for FeedbackRule,
@@ -22,20 +24,20 @@ Candidates of another rule (dfa, hebbian, pc) or op run one by one, as does a
 group with fewer than MIN_STACK active candidates.
 
 Within one `batched_pass()` (a supernet's forward is one) the feedback tensors
-of all stacked layers are made together when the pass ends, each rule's at once
-(`FeedbackRule.feedback_many`), and the BatchNorm statistics are written back
-in one operation: a few kernels per pass instead of a few per layer. The
-feedback is only read by the backward, so this changes no value: each rule
-still sees the state it would have seen at the layer (nothing steps an
-optimizer inside a forward pass).
+of all stacked layers are made together when the pass starts
+(`prepare_feedback`, each rule's at once with `FeedbackRule.feedback_many`),
+and the BatchNorm statistics are written back in one operation when it ends: a
+few kernels per pass instead of a few per layer. Every stacked conv receives its
+feedback as a tensor before it runs, so its backward is a function of what its
+forward saw (what torch.compile traces). Each rule sees the state it would have
+seen at the layer: nothing steps an optimizer inside a forward pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-import weakref
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from typing import ClassVar
 
 import torch
@@ -72,74 +74,40 @@ MIN_STACK = 2
 STACK_FORWARD_ONLY_ON_CPU = False
 
 _local = threading.local()
-# module -> {name: (identity of the concatenated tensors, their concatenation, its chunks)}
-_concatenations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# first layer of a stacked conv -> (its stacked feedback tensor, the part per layer, the slot that reads it)
-_feedback_buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-
-def _identity(tensors: Sequence[torch.Tensor]) -> tuple:
-    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
-
-
-def concatenated(owner: nn.Module, name: str, tensors: Sequence[torch.Tensor],
-                 parts: bool = False) -> tuple[torch.Tensor, tuple | None]:
-    """(torch.cat(tensors), with `parts` its views one per tensor): made again only after one of the
-    tensors changed (a weight after an optimizer step, a buffer after load_state_dict) or was
-    replaced. Not recorded by autograd. Cached under (owner, name) for as long as `owner` lives."""
-    identity = _identity(tensors)
-    cache = _concatenations.setdefault(owner, {})
-    hit = cache.get(name)
-    if hit is None or hit[0] != identity:
-        with torch.no_grad():
-            stacked = torch.cat(list(tensors))
-        hit = cache[name] = (identity, stacked, None)
-    if parts and hit[2] is None:
-        hit = cache[name] = (*hit[:2], hit[1].split([t.shape[0] for t in tensors]))
-    return hit[1], hit[2]
-
-
-class _Feedback:
-    """The stacked feedback tensor of one stacked conv, filled in when its pass ends."""
-
-    __slots__ = ("layers", "ruled", "value", "__weakref__")
-
-    def __init__(self, layers: Sequence[nn.Conv2d], ruled: Sequence[bool]):
-        self.layers, self.ruled, self.value = layers, ruled, None
+ConvGroup = Sequence[nn.Conv2d]  # same-shaped convs that run as one stacked convolution
 
 
 class _Pass:
-    """What the stacked layers of one forward pass leave for its end."""
+    """What the stacked layers of one forward pass share: the feedback made when it starts, and the
+    BatchNorm statistics to write back when it ends."""
 
     def __init__(self) -> None:
-        self.feedback: list[_Feedback] = []
+        self.feedback: dict[int, torch.Tensor] = {}  # id(first conv of a group) -> its stacked feedback
         self.counters: list[torch.Tensor] = []  # BatchNorm num_batches_tracked to advance by one
         self.targets: list[torch.Tensor] = []  # BatchNorm running statistics ...
-        self.sources: list[torch.Tensor] = []  # ... and the updated values to copy into them
-        # their concatenations (owner, name, tensors, concatenation, chunks), valid again once copied
-        self.written: list[tuple[nn.Module, str, list[torch.Tensor], torch.Tensor, tuple]] = []
+        self.sources: list[torch.Tensor] = []  # ... and their updated concatenations, in the same order
 
     def finish(self) -> None:
         with torch.no_grad():
-            _make_feedback(self.feedback)
             if self.counters:
                 torch._foreach_add_(self.counters, 1)
-            if self.targets:
-                torch._foreach_copy_(self.targets, self.sources)
-            for owner, name, tensors, stacked, chunks in self.written:
-                _concatenations[owner][name] = (_identity(tensors), stacked, chunks)
+            if self.targets:  # one concatenation split once, not a split per BatchNorm
+                parts = torch.cat(self.sources).split([t.shape[0] for t in self.targets])
+                torch._foreach_copy_(self.targets, parts)
 
 
 @contextlib.contextmanager
-def batched_pass() -> Iterator[None]:
-    """One forward pass of stacked layers: their feedback tensors and BatchNorm statistics are made
-    and written when it ends. Nests (the outermost pass collects); Supernet.forward opens one."""
+def batched_pass() -> Iterator[bool]:
+    """One forward pass of stacked layers: their BatchNorm statistics are written when it ends. Nests
+    (the outermost pass collects); yields whether this is the outermost (the one to call
+    `prepare_feedback`). Supernet.forward opens one."""
     if getattr(_local, "current", None) is not None:
-        yield
+        yield False
         return
     current = _local.current = _Pass()
     try:
-        yield
+        yield True
         current.finish()
     finally:
         _local.current = None
@@ -149,39 +117,36 @@ def _pending() -> _Pass | None:
     return getattr(_local, "current", None)
 
 
-def _make_feedback(slots: Sequence[_Feedback]) -> None:
-    """Fill the slots: each rule's feedback for all its layers at once, copied into the slots' stacked tensors."""
-    if not slots:
+def prepare_feedback(groups: Iterable[ConvGroup]) -> None:
+    """Make the stacked feedback of these conv groups for the pass now open (each rule's for all its
+    layers at once); a stacked conv the pass runs reads its group's. Outside a pass, or while
+    autograd does not record, nothing is made (a group it has none for makes its own)."""
+    pending = _pending()
+    if pending is None or not torch.is_grad_enabled():
         return
+    todo = []
+    for layers in groups:
+        ruled = [_ruled(layer) for layer in layers]
+        if any(ruled) and id(layers[0]) not in pending.feedback:
+            todo.append((layers, ruled))
+    with torch.no_grad():
+        for (layers, _), stacked in zip(todo, _make_feedback(todo)):
+            pending.feedback[id(layers[0])] = stacked
+
+
+def _make_feedback(groups: Sequence[tuple[ConvGroup, Sequence[bool]]]) -> list[torch.Tensor]:
+    """Per group its stacked feedback: each rule's feedback for all its layers at once, a plain
+    layer's weight, concatenated on the output axis."""
     by_rule: dict[int, tuple[object, dict[int, nn.Module]]] = {}
-    for slot in slots:
-        for layer, ruled in zip(slot.layers, slot.ruled):
-            if ruled:
+    for layers, ruled in groups:
+        for layer, r in zip(layers, ruled):
+            if r:
                 rule = rule_of(layer)
                 by_rule.setdefault(id(rule), (rule, {}))[1][id(layer)] = layer
     made = {}
     for rule, layers in by_rule.values():
         made.update(zip(layers, rule.feedback_many(list(layers.values()))))
-    targets, sources = [], []
-    for slot in slots:
-        slot.value, parts = _feedback_buffer(slot)
-        targets += parts
-        sources += [made[id(l)] if r else l.weight for l, r in zip(slot.layers, slot.ruled)]
-    torch._foreach_copy_(targets, sources)  # all the stacked feedback of the pass in one operation
-
-
-def _feedback_buffer(slot: _Feedback) -> tuple[torch.Tensor, tuple]:
-    """(the stacked feedback tensor for the slot, its part per layer): the one its conv had last
-    time, unless a graph that still exists reads that one (then a new one)."""
-    owner, weights = slot.layers[0], [layer.weight for layer in slot.layers]
-    shape = (sum(w.shape[0] for w in weights), *weights[0].shape[1:])
-    hit = _feedback_buffers.get(owner)
-    if (hit is None or hit[2]() is not None or hit[0].shape != shape or hit[0].dtype != weights[0].dtype
-            or hit[0].device != weights[0].device):
-        buffer = torch.empty(shape, dtype=weights[0].dtype, device=weights[0].device)
-        hit = (buffer, buffer.split([w.shape[0] for w in weights]), None)
-    _feedback_buffers[owner] = (hit[0], hit[1], weakref.ref(slot))
-    return hit[0], hit[1]
+    return [torch.cat([made[id(l)] if r else l.weight for l, r in zip(layers, ruled)]) for layers, ruled in groups]
 
 
 class _StackedConv(torch.autograd.Function):
@@ -189,21 +154,18 @@ class _StackedConv(torch.autograd.Function):
     weights' local gradients split back to each weight (one split, not one slice per weight)."""
 
     @staticmethod
-    def forward(ctx, x, owner, bias, geometry, feedback, keep, *weights):
-        weight = concatenated(owner, "weight", weights)[0]
-        ctx.geometry, ctx.feedback, ctx.keep, ctx.has_bias = geometry, feedback, keep, bias is not None
+    def forward(ctx, x, bias, geometry, feedback, keep, *weights):
+        weight = torch.cat(weights)
+        ctx.geometry, ctx.keep, ctx.has_bias = geometry, keep, bias is not None
         ctx.sizes = [w.shape[0] for w in weights]
-        ctx.save_for_backward(x, weight if feedback is None else None)
+        ctx.save_for_backward(x, weight if feedback is None else feedback)
         return F.conv2d(x, weight, bias, *geometry)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
-        need_w = [need and keep for need, keep in zip(ctx.needs_input_grad[6:], ctx.keep)]
-        send = weight if ctx.feedback is None else ctx.feedback.value
-        if send is None:
-            raise RuntimeError("a stacked conv's feedback was never made: its forward pass did not finish")
+        x, send = ctx.saved_tensors
+        need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_w = [need and keep for need, keep in zip(ctx.needs_input_grad[5:], ctx.keep)]
         if grad.dtype != x.dtype:  # autocast: compute in the input's precision, as rule layers do
             grad = grad.to(x.dtype)
         if _channels_last(x) and not grad.is_contiguous(memory_format=torch.channels_last):
@@ -213,7 +175,7 @@ class _StackedConv(torch.autograd.Function):
             send = send.to(x.dtype)
         gx, gw, gb = local_gradients(grad, x, send, ctx.geometry, ctx.has_bias, (need_x, any(need_w), need_b))
         gws = gw.split(ctx.sizes) if gw is not None else [None] * len(need_w)
-        return gx, None, gb, None, None, None, *(g if need else None for g, need in zip(gws, need_w))
+        return gx, gb, None, None, None, *(g if need else None for g, need in zip(gws, need_w))
 
 
 def _ruled(layer: nn.Module) -> bool:
@@ -327,7 +289,7 @@ def _stacked_conv(layers: Sequence[nn.Conv2d], x: torch.Tensor, geometry) -> tor
     first, count = layers[0], len(layers)
     if not torch.is_grad_enabled():
         bias = torch.cat([l.bias for l in layers]) if first.bias is not None else None
-        return F.conv2d(x, concatenated(first, "weight", [l.weight for l in layers])[0], bias, *geometry)
+        return F.conv2d(x, torch.cat([l.weight for l in layers]), bias, *geometry)
     ruled = [_ruled(layer) for layer in layers]
     # which weights get a gradient: a rule layer's none under no_weight_gradients() (as rule_forward's
     # detached weight, without a detach per weight)
@@ -337,14 +299,12 @@ def _stacked_conv(layers: Sequence[nn.Conv2d], x: torch.Tensor, geometry) -> tor
         bias = torch.cat([recorded_parameter(l.bias) if r else l.bias for l, r in zip(layers, ruled)])
     feedback = None
     if any(ruled):
-        feedback = _Feedback(layers, ruled)
         pending = _pending()
-        if pending is not None:
-            pending.feedback.append(feedback)
-        else:
+        feedback = pending.feedback.get(id(first)) if pending is not None else None
+        if feedback is None:  # not prepared (a form that lists no conv groups, an edge run on its own)
             with torch.no_grad():
-                _make_feedback([feedback])
-    return _StackedConv.apply(x, first, bias, geometry, feedback, keep, *(layer.weight for layer in layers))
+                feedback = _make_feedback([(layers, ruled)])[0]
+    return _StackedConv.apply(x, bias, geometry, feedback, keep, *(layer.weight for layer in layers))
 
 
 def _undilated(x: torch.Tensor, kernel: tuple[int, int], geometry):
@@ -400,10 +360,10 @@ def stacked_batch_norm(norms: Sequence[nn.BatchNorm2d], x: torch.Tensor,
         pending.counters += [bn.num_batches_tracked for bn in norms]
     stats = first.running_mean is not None and (not first.training or first.track_running_stats)
     mean = var = None
-    if stats:  # the concatenated statistics stay valid from one pass to the next
-        means, vars_ = [bn.running_mean for bn in norms], [bn.running_var for bn in norms]
-        mean, mean_parts = concatenated(first, "running_mean", means, parts=True)
-        var, var_parts = concatenated(first, "running_var", vars_, parts=True)
+    if stats:  # one concatenation of every layer's statistics, the means first
+        buffers = [*(bn.running_mean for bn in norms), *(bn.running_var for bn in norms)]
+        concatenated = torch.cat(buffers)
+        mean, var = concatenated.chunk(2)
     weight = torch.cat([bn.weight for bn in norms]) if first.weight is not None else None
     bias = torch.cat([bn.bias for bn in norms]) if first.bias is not None else None
     if factors is not None:  # f (a x^ + b) = (f a) x^ + f b
@@ -411,13 +371,9 @@ def stacked_batch_norm(norms: Sequence[nn.BatchNorm2d], x: torch.Tensor,
         bias = None if bias is None else bias * factors
     batch_stats = first.training or first.running_mean is None
     y = F.batch_norm(x, mean, var, weight, bias, batch_stats, first.momentum, first.eps)
-    if stats and batch_stats:  # batch_norm updated the concatenations: back to each layer's buffers
-        pending.targets += [*means, *vars_]
-        pending.sources += [*mean_parts, *var_parts]
-        # not valid until then (a pass that fails on the way leaves the buffers as they were)
-        del _concatenations[first]["running_mean"], _concatenations[first]["running_var"]
-        pending.written += [(first, "running_mean", means, mean, mean_parts),
-                            (first, "running_var", vars_, var, var_parts)]
+    if stats and batch_stats:  # batch_norm updated the concatenation: back to each layer's buffers
+        pending.targets += buffers
+        pending.sources.append(concatenated)
     if pending is not _pending():
         pending.finish()
     return y
@@ -447,6 +403,13 @@ class StackedForm:
     def forward(cls, modules: Sequence[nn.Module], x: torch.Tensor, from_relu: bool,
                 factors: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def conv_groups(cls, modules: Sequence[nn.Module]) -> list[ConvGroup]:
+        """The groups of convs `forward` runs through `stacked_conv`, each as it passes them: their
+        feedback is made when the pass starts (`prepare_feedback`). A form that lists none still
+        works: each of its stacked convs makes its own."""
+        return []
 
 
 def _conv_key(layer: nn.Module) -> Hashable | None:
@@ -504,6 +467,10 @@ class SequentialStack(StackedForm):
             shared = False
         return scale_candidates(repeat_channels(x, count) if shared else x, factors)
 
+    @classmethod
+    def conv_groups(cls, modules):
+        return [position for position in zip(*modules) if isinstance(position[0], nn.Conv2d)]
+
 
 class FactorizedReduceStack(StackedForm):
     """bionas.space.FactorizedReduce (skip_connect at stride 2): both convs read the shared input."""
@@ -527,6 +494,10 @@ class FactorizedReduceStack(StackedForm):
         shifted = FactorizedReduce.shift(x)[:, :, ::2, ::2]
         second = stacked_conv([m.conv_2 for m in modules], shifted, shared=True, subsampled=True)
         return stacked_batch_norm([m.bn for m in modules], interleave(first, second, count), factors)
+
+    @classmethod
+    def conv_groups(cls, modules):
+        return [[m.conv_1 for m in modules], [m.conv_2 for m in modules]]
 
 
 def interleave(a: torch.Tensor, b: torch.Tensor, count: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from bionas.rules import OutputTap
 from bionas.space.blocks import Normalize, channel_shuffle, num_edges, preprocess, reduction_cells, stem
 from bionas.space.candidates import SearchSpace
 from bionas.space.genotype import CELL_TYPES, Genotype, derive_genotype
-from bionas.space.stacking import Stack, batched_pass, stack_groups, stacks_pay, sum_candidates
+from bionas.space.stacking import ConvGroup, Stack, batched_pass, prepare_feedback, stack_groups, stacks_pay, sum_candidates
 from bionas.spec import partial_channel_errors
 
 ALPHA_INIT_SCALE = 1e-3  # DARTS: alphas = 1e-3 * randn (PC-DARTS: betas likewise)
@@ -72,8 +72,16 @@ class MixedEdge(nn.Module):
 
         Returns None when nothing but zero ops is active and channels are not partial.
         """
-        with batched_pass():  # a no-op inside the supernet's own pass
-            return self._forward(x, weights, self.default_active if active is None else tuple(active))
+        active = self.default_active if active is None else tuple(active)
+        with batched_pass() as outermost:  # a no-op inside the supernet's own pass
+            if outermost:
+                prepare_feedback(self.conv_groups(active, weights))
+            return self._forward(x, weights, active)
+
+    def conv_groups(self, active: tuple, weights: torch.Tensor) -> list[ConvGroup]:
+        """The stacked conv groups a forward over `active` candidates runs (bionas.space.stacking)."""
+        plan = self._plan(active, weights)
+        return [group for form, members, _ in plan.stacks for group in form.conv_groups([self.ops[i] for i in members])]
 
     def _forward(self, x: torch.Tensor, weights: torch.Tensor, active: tuple):
         if self.partial_channels == 1:
@@ -244,22 +252,40 @@ class Supernet(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor] | None = None,
+                skip_zero: bool = True) -> torch.Tensor:
         """Logits of images `x` in [0, 1].
 
         `weights` replaces softmax(alphas) as the mixing weights: {"normal": W, "reduce": W},
-        each shaped like the alphas with rows summing to 1. When W needs no gradient,
-        candidates of weight exactly 0 are not computed (a one-hot row runs one candidate).
+        each shaped like the alphas with rows summing to 1. When W needs no gradient and
+        `skip_zero` is true, candidates of weight exactly 0 are not computed (a one-hot row runs
+        one candidate): which those are is read from W on the host, a decision of Python made
+        per call (W built on the CPU costs no device sync). With `skip_zero` false every
+        candidate runs and W masks them by arithmetic alone, so what runs does not depend on W's
+        values (a step a CUDA graph replays with new weights): the zero-weight candidates then
+        contribute 0 to the outputs and gradients, but their BatchNorm statistics still move.
         """
-        mixing = {kind: self._mixing(kind, weights) for kind in CELL_TYPES}
-        with batched_pass():  # the rule-batched layers' feedback and statistics, made together at its end
+        mixing = {kind: self._mixing(kind, weights, skip_zero) for kind in CELL_TYPES}
+        with batched_pass():  # the rule-batched layers' feedback made together at its start, statistics at its end
+            prepare_feedback(self._conv_groups(mixing))
             s0 = s1 = self.stem(self.normalize(x))
             for cell in self.cells:
                 s0, s1 = s1, cell(s0, s1, *mixing["reduce" if cell.reduction else "normal"])
             logits = self.classifier(self.global_pooling(s1).flatten(1))
         return self.output_tap(logits)
 
-    def _mixing(self, kind: str, weights: dict[str, torch.Tensor] | None):
+    def _conv_groups(self, mixing) -> list[ConvGroup]:
+        """Every stacked conv group this pass runs, for prepare_feedback (none without autograd)."""
+        if not torch.is_grad_enabled():
+            return []
+        groups = []
+        for cell in self.cells:
+            weights, _, active = mixing["reduce" if cell.reduction else "normal"]
+            for e, edge in enumerate(cell.edges):
+                groups += edge.conv_groups(edge.default_active if active is None else active[e], weights[e])
+        return groups
+
+    def _mixing(self, kind: str, weights: dict[str, torch.Tensor] | None, skip_zero: bool = True):
         """(mixing weights, edge weights or None, active candidates per edge or None) of one cell type."""
         alphas = getattr(self, f"alphas_{kind}")
         edge_weights = self.edge_weights(kind)
@@ -269,7 +295,7 @@ class Supernet(nn.Module):
         if tuple(given.shape) != tuple(alphas.shape):
             raise ValueError(f"weights['{kind}'] has shape {tuple(given.shape)}, expected {tuple(alphas.shape)}")
         w = given.to(alphas.device, alphas.dtype)
-        if w.requires_grad:
+        if w.requires_grad or not skip_zero:
             return w, edge_weights, None
         # Read where the caller made them: weights built on the CPU cost no device sync.
         nonzero = (given != 0).tolist()

@@ -31,7 +31,7 @@ from torch import nn
 
 from bionas import LearningRule
 from bionas.rules import ErrorContext, add_buffer, open_error_context, rule_forward
-from bionas.rules.seeding import buffer_int, draw, layer_seed, mix
+from bionas.rules.seeding import draw, layer_seed, mix
 from bionas_rules.feedback import RandomFeedbackOptions, ReferenceInit
 
 
@@ -54,10 +54,12 @@ class DirectFeedbackAlignment(ReferenceInit, LearningRule):
         """B (num_outputs x num_inputs) of this layer: a function of its seed buffer and the shape."""
         dtype = dtype or layer.weight.dtype
         device = torch.device(device) if device is not None else layer.weight.device
-        seed = buffer_int(layer, "feedback_seed")
-        key = (seed, num_outputs, num_inputs, dtype, device)
+        # B depends on the seed, which only load_state_dict changes (load_state then clears this cache),
+        # and on the shape: the seed is read once per B (at warm-up), never per step.
+        key = (num_outputs, num_inputs, dtype, device)
         cached = layer._bionas_state.get("matrix")
         if cached is None or cached[0] != key:
+            seed = int(layer.feedback_seed)
             b = draw((num_outputs, num_inputs), mix(seed, num_outputs, num_inputs), self.options.init)
             cached = layer._bionas_state["matrix"] = (key, b.to(device, dtype))
         return cached[1]

@@ -23,16 +23,7 @@ from torch import nn
 
 from bionas import FeedbackRule, PluginOptions
 from bionas.rules import add_buffer
-from bionas.rules.seeding import (
-    buffer_int,
-    draw,
-    fans,
-    increment_buffer_ints,
-    layer_seed,
-    mix,
-    new_training_step,
-    set_buffer_int,
-)
+from bionas.rules.seeding import STEP_FLAG, draw, fans, layer_seed, seeded_draws, watch_optimizer_steps
 
 
 class WeightInitOptions(PluginOptions):
@@ -138,18 +129,20 @@ class FixedRandomSignFeedback(ReferenceInit, FeedbackRule):
 
 
 class BatchRandomSignFeedback(ReferenceInit, FeedbackRule):
-    """B = |R_k| * sign(W): R_k is drawn from mix(feedback_seed, k) where k = feedback_step.
+    """B = |R_k| * sign(W): R_k is `seeded_draws` of (feedback_seed, k) where k = feedback_step.
 
     k advances by one at the first use after a training step, so every forward
     pass of one step (gradient accumulation, second-order DARTS' perturbed passes)
     sees the same B. What counts as a step is the `redraw` option:
-    'optimizer_step' (default) a step of the optimizer that trains this layer,
-    noticed as a change of its weight (bionas.rules.new_training_step: changes inside
-    hold_feedback do not count, other optimizers never move it), 'weight_update'
-    any in-place change of this layer's weight. Both
-    buffers are checkpointed: after load_state_dict the next use draws k + 1,
-    exactly as the saved run does after its optimizer step. R is drawn on the
-    weight's device (no host-to-device copy per step).
+    'optimizer_step' (default) a step of an optimizer that trains this layer's
+    weight (bionas.rules.seeding.watch_optimizer_steps sets a flag buffer on the
+    device; other optimizers never move it), 'weight_update' any in-place change
+    of this layer's weight (noticed by the host). In the default mode the whole
+    decision lives on the device: k += flag, flag = 0, R a function of the
+    tensors (seed, k), so a CUDA graph replay of a step advances and draws as an
+    eager step does, and nothing is read back. Both persistent buffers are
+    checkpointed: after load_state_dict the next use draws k + 1, exactly as the
+    saved run does after its optimizer step.
     """
 
     name = "brsf"
@@ -159,19 +152,52 @@ class BatchRandomSignFeedback(ReferenceInit, FeedbackRule):
     class Options(RandomFeedbackOptions):
         redraw: Literal["optimizer_step", "weight_update"] = Field(
             "optimizer_step",
-            description="When R is redrawn: after a step of the optimizer that trains the layer ('optimizer_step': "
-            "a change of its weight, perturbations inside bionas.rules.hold_feedback excepted), or after any "
-            "in-place change of the layer's weight ('weight_update').",
+            description="When R is redrawn: after a step of an optimizer that trains the layer ('optimizer_step', "
+            "decided on the device), or after any in-place change of the layer's weight ('weight_update', noticed "
+            "by the host: not for steps a CUDA graph replays).",
         )
 
     def setup(self, layer: nn.Module) -> None:
         device = layer.weight.device
         add_buffer(layer, "feedback_seed", torch.tensor(layer_seed(self), dtype=torch.int64, device=device))
         add_buffer(layer, "feedback_step", torch.tensor(0, dtype=torch.int64, device=device))
+        # 1: the next use draws k + 1 (the first use, and the first after a training step)
+        add_buffer(layer, STEP_FLAG, torch.tensor(1, dtype=torch.int64, device=device), persistent=False)
+        watch_optimizer_steps(layer)
 
-    def _new_step(self, layer: nn.Module) -> bool:
-        if self.options.redraw == "optimizer_step":
-            return new_training_step(layer)
+    def load_state(self, layer: nn.Module) -> None:
+        super().load_state(layer)
+        with torch.no_grad():
+            getattr(layer, STEP_FLAG).fill_(1)  # a checkpoint is taken after a step: the next use draws k + 1
+
+    def feedback(self, layer: nn.Module) -> torch.Tensor:
+        return self.feedback_many([layer])[0]
+
+    def feedback_many(self, layers):
+        self._advance(layers)
+        return self._feedback(layers)
+
+    def effective_feedback(self, layer: nn.Module) -> torch.Tensor:
+        # The B of the current step, without advancing it: alignment() reads this between
+        # a step and a checkpoint, and must not shift the draw the saved run continues with.
+        return self._feedback([layer])[0]
+
+    def _advance(self, layers) -> None:
+        """k += 1 for the layers that a training step passed since their last draw."""
+        with torch.no_grad():
+            if self.options.redraw == "optimizer_step":
+                for layer in layers:
+                    watch_optimizer_steps(layer)
+                flags = [getattr(layer, STEP_FLAG) for layer in layers]
+                torch._foreach_add_([layer.feedback_step for layer in layers], flags)
+                torch._foreach_zero_(flags)
+            else:
+                stepped = [layer.feedback_step for layer in layers if self._weight_changed(layer)]
+                if stepped:
+                    torch._foreach_add_(stepped, 1)
+
+    @staticmethod
+    def _weight_changed(layer: nn.Module) -> bool:
         w = layer.weight
         state = layer._bionas_state
         clock = (id(w), w.data_ptr(), w._version)
@@ -180,41 +206,11 @@ class BatchRandomSignFeedback(ReferenceInit, FeedbackRule):
         state["clock"] = clock
         return True
 
-    def feedback(self, layer: nn.Module) -> torch.Tensor:
-        if self._new_step(layer):
-            set_buffer_int(layer, "feedback_step", buffer_int(layer, "feedback_step") + 1)
-        return self.effective_feedback(layer)
-
-    def feedback_many(self, layers):
-        # As feedback() per layer, with one operation (not one per layer) where it can.
-        increment_buffer_ints([layer for layer in layers if self._new_step(layer)], "feedback_step")
-        magnitudes = [self._magnitude(layer, fresh_abs=False) for layer in layers]
-        fresh = [m for m, done in magnitudes if not done]
-        if fresh:
-            torch._foreach_abs_(fresh)  # |R| of this step's new draws
-        signs = torch._foreach_sign([layer.weight for layer in layers])
-        return torch._foreach_mul([m for m, _ in magnitudes], signs)
-
-    def effective_feedback(self, layer: nn.Module) -> torch.Tensor:
-        # The B of the current step, without advancing it: alignment() reads this between
-        # a step and a checkpoint, and must not shift the draw the saved run continues with.
-        return self._magnitude(layer)[0] * torch.sign(layer.weight)
-
-    def _magnitude(self, layer: nn.Module, fresh_abs: bool = True) -> tuple[torch.Tensor, bool]:
-        """(|R| of the current step, cached in the layer's state; whether it is final). A fresh draw
-        with fresh_abs=False is R itself, which the caller turns into |R| in place."""
-        w = layer.weight
-        state = layer._bionas_state
-        step = buffer_int(layer, "feedback_step")
-        cached = state.get("magnitude")
-        if cached is not None and cached[0] == step and cached[1].device == w.device and cached[1].dtype == w.dtype:
-            return cached[1], True
-        seed = mix(buffer_int(layer, "feedback_seed"), step)
-        reuse = cached is not None and cached[1].device == w.device and cached[1].dtype == torch.float32 == w.dtype
-        # the last step's |R| is only read through products made from it: draw the new R into it
-        magnitude = draw(w.shape, seed, self.options.init, w.device, out=cached[1] if reuse else None)
-        magnitude = magnitude.to(w.device, w.dtype)
-        if fresh_abs:
-            magnitude.abs_()
-        state["magnitude"] = (step, magnitude)
-        return magnitude, fresh_abs
+    def _feedback(self, layers) -> list[torch.Tensor]:
+        weights = [layer.weight for layer in layers]
+        draws = seeded_draws([layer.feedback_seed for layer in layers], [layer.feedback_step for layer in layers],
+                             [w.shape for w in weights], self.options.init)
+        magnitudes = torch._foreach_abs(draws)
+        if any(m.dtype != w.dtype for m, w in zip(magnitudes, weights)):
+            magnitudes = [m.to(w.dtype) for m, w in zip(magnitudes, weights)]
+        return torch._foreach_mul(magnitudes, torch._foreach_sign(weights))
