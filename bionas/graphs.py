@@ -20,8 +20,8 @@ gradients set to None before the capture, so that backward allocates them from t
 every replay rewrites them in place (`zero_grad(set_to_none=True)` at the start of `fn` does that).
 
 Version counters: a replay writes tensors without changing their `_version`, and a fused optimizer's step
-does not change it either (torch 2.14), while caches keyed on versions (bionas.space.stacking's concatenated
-weights, the rules' seeded integers) decide on the host whether to recompute. So a StepGraph bumps the
+does not change it either (torch 2.14), while the rules' host-side clock of `weight_update` mode
+(bionas.rules.seeding.new_training_step) reads versions to notice a training step. So a StepGraph bumps the
 counters of its `versioned` tensors (a model's parameters and buffers) before its capture (the capture then
 records the recomputation, never a cache hit that later replays would read stale) and after every replay
 (eager code after it sees new values); `mark_stepped` does it after a fused optimizer's step.
