@@ -56,7 +56,7 @@ def test_the_selection_returns_the_best_scored_sample(mnist, monkeypatch):
     def share(weights):
         return sum(float(w[:, convs].sum()) for w in weights.values()) / sum(float(w.sum()) for w in weights.values())
 
-    def fake_score(run, batches, weights=None):
+    def fake_score(run, batches, weights=None, name="score"):
         if callable(weights):  # the per-epoch validation
             return 2.3, 0.1
         return 1.0 - share(weights), share(weights)

@@ -6,12 +6,14 @@ read (tests/sync_support.py), the same ATen operators step after step with other
 learning rate, and the same numbers as a plain loop of the DARTS first-order step.
 """
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import bionas
 from bionas.rules import no_weight_gradients
+from bionas.training import eval_mode
 from search_support import make_supernet, mnist, tiny_data  # noqa: F401 (the fixture)
 from sync_support import forbid_host_syncs, record_ops
 
@@ -57,15 +59,93 @@ def test_search_step_after_the_first_reads_nothing_on_the_host_and_runs_the_same
 
 
 def test_random_weight_step_reads_nothing_on_the_host_and_runs_eagerly(mnist):
-    """Its operators differ per sampled architecture by design: it is not replayed (docs/scaling.md)."""
+    """Its operators differ per sampled architecture by design: it is not replayed (docs/search.md)."""
     strategy, run = started("random", mnist, graphs=True)
-    assert not run.graphs_on and isinstance(run.optimizer.param_groups[0]["lr"], float)
     batches = weight_batches(run, 3)
     set_epoch(strategy, run, 0)
     strategy.train_step(run, 0, *batches[0])
     for x, y in batches[1:]:
         with forbid_host_syncs():
             strategy.train_step(run, 0, x, y)
+    assert run.graphs_on and not run._graphs  # no step graph
+    assert isinstance(run.optimizer.param_groups[0]["lr"], float) and run.optimizer.defaults["foreach"]
+
+
+def egnas_mixings(run, count: int, seed: int):
+    """`count` EG-NAS candidates' mixing weights, from CMA-ES-like samples around the uniform mixing."""
+    from bionas_search.egnas import candidate_weights
+
+    shape = run.supernet.alphas_normal.shape
+    rng = np.random.default_rng(seed)
+    return [candidate_weights(1.0 / shape[1] + 0.5 * rng.standard_normal(2 * shape.numel()), shape)[1]
+            for _ in range(count)]
+
+
+def test_egnas_population_scoring_reads_nothing_on_the_host_and_runs_the_same_operators(mnist):
+    strategy, run = started("egnas", mnist, graphs=True, start_epoch=1, fitness_batch_size=8)
+    x, y = next(iter(run.loaders["fitness"]))
+    with torch.no_grad(), eval_mode(run.supernet):
+        strategy._scores(run, x, y, egnas_mixings(run, 1, seed=0))  # the first makes the graph
+        ops = []
+        for seed in (1, 2):  # other candidates, the same kernels; results stay on the device
+            with forbid_host_syncs(), record_ops() as names:
+                scores = strategy._scores(run, x, y, egnas_mixings(run, 3, seed))
+            ops.append(names)
+    assert ops[0] == ops[1] and scores.device == run.device and scores.shape == (3, 2)
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_egnas_population_scores_are_the_loss_and_accuracy_of_each_candidate(mnist, graphs):
+    """Masked (graph-ready) or skipping zero weights (default): cross-entropy and accuracy of the plain forward."""
+    strategy, run = started("egnas", mnist, graphs=graphs, start_epoch=1, fitness_batch_size=8)
+    x, y = next(iter(run.loaders["fitness"]))
+    mixings = egnas_mixings(run, 3, seed=3)
+    with torch.no_grad(), eval_mode(run.supernet):
+        scores = strategy._scores(run, x, y, mixings)
+        for row, mixing in zip(scores, mixings):
+            logits = run.supernet(x, mixing)
+            want = [F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()]
+            torch.testing.assert_close(row, torch.stack(want), rtol=1e-5, atol=1e-6)
+
+
+def test_random_sample_scoring_reads_nothing_on_the_host_and_runs_the_same_operators(mnist):
+    """Under graphs the sample masks every candidate: its kernels do not depend on which one was drawn
+    (without graphs the unsampled candidates are skipped, a decision of the host: other kernels per sample)."""
+    from bionas.search.epochs import forward_pass
+    from bionas.seeds import stream_generator
+    from bionas.space.sampling import sample_weights
+
+    ops = {}
+    for graphs in (True, False):
+        strategy, run = started("random", mnist, graphs=graphs)
+        x, y = weight_batches(run, 1)[0]
+        gen = stream_generator(0, 5)
+        ops[graphs] = []
+        with torch.no_grad(), eval_mode(run.supernet):
+            forward_pass(run, x, y, sample_weights(run.supernet.space, gen), "sample_score")
+            for _ in range(2):
+                with forbid_host_syncs(), record_ops() as names:
+                    forward_pass(run, x, y, sample_weights(run.supernet.space, gen), "sample_score")
+                ops[graphs].append(names)
+    assert ops[True][0] == ops[True][1] and ops[False][0] != ops[False][1]
+
+
+def test_graph_ready_random_scores_agree_with_the_default_ones(mnist):
+    """Masking the unsampled candidates (eval mode, no gradients) computes what skipping them does."""
+    from bionas.search.epochs import score
+    from bionas.seeds import stream_generator
+    from bionas.space.sampling import sample_weights
+
+    results = []
+    for graphs in (False, True):
+        strategy, run = started("random", mnist, graphs=graphs)
+        batches = weight_batches(run, 4)
+        gen = stream_generator(0, 6)
+        results.append([score(run, batches, sample_weights(run.supernet.space, gen), "sample_score")
+                        for _ in range(5)])
+    assert len({accuracy for _, accuracy in results[0]}) > 1  # the samples differ
+    for (loss, accuracy), (want_loss, want_accuracy) in zip(results[1], results[0]):
+        assert accuracy == want_accuracy and loss == pytest.approx(want_loss, rel=1e-5)
 
 
 def test_score_at_the_alphas_reads_nothing_on_the_host(mnist):

@@ -155,11 +155,14 @@ class SearchRun:
     def images(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.runtime.channels_last else x
 
-    def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor, weights: Weights | None = None):
-        """Cross-entropy (in float32) and logits of a batch, under the run's autocast."""
+    def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor, weights: Weights | None = None,
+                        skip_zero: bool = True):
+        """Cross-entropy (in float32) and logits of a batch, under the run's autocast (`skip_zero`: Supernet.forward's)."""
         with autocast(self.device, self.runtime.amp, cache=not self.graphs_on):
-            forward = self._compiled if weights is None and self._compiled is not None else self.supernet
-            logits = forward(self.images(x), weights)
+            if weights is None and self._compiled is not None:
+                logits = self._compiled(self.images(x), None)
+            else:
+                logits = self.supernet(self.images(x), weights, skip_zero)
         return F.cross_entropy(logits.float(), y), logits
 
     def stateful(self) -> dict[str, Stateful]:
@@ -206,18 +209,21 @@ def late_start_errors(field: str, start: int, epochs: int) -> list[str]:
             f"and the genotype would come from the random initial alphas; give {field} < epochs"]
 
 
-def sgd(run: SearchRun, options: WeightTrainingOptions):
-    """DARTS's weight optimizer (classical momentum, every weight decayed) and its cosine schedule."""
+def sgd(run: SearchRun, options: WeightTrainingOptions, replayed: bool | None = None):
+    """DARTS's weight optimizer (classical momentum, every weight decayed) and its cosine schedule; `replayed`
+    (default: under runtime.cuda_graphs) makes it one a captured step can run (fused, tensor learning rate)."""
     # timm (and torchvision under it) more than doubles the import time of torch: only a search pays it.
     from timm.scheduler import create_scheduler_v2
 
     # foreach: a few operations for all weights, not a few per weight (CUDA's default; the same values);
     # under CUDA graphs fused, which reads a tensor learning rate on the device
-    kind = capturable_optimizer_args(torch.optim.SGD, True) if run.graphs_on else {"foreach": True}
+    replayed = run.graphs_on if replayed is None else replayed
+    kind = capturable_optimizer_args(torch.optim.SGD, True) if replayed else {"foreach": True}
     optimizer = torch.optim.SGD(run.weight_parameters(), lr=options.lr, momentum=options.momentum,
                                 weight_decay=options.weight_decay, **kind)
     scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=options.epochs, min_lr=options.lr_min)
-    run.hold_learning_rates(optimizer)  # after the scheduler: it reads the float base values
+    if replayed:
+        run.hold_learning_rates(optimizer)  # after the scheduler: it reads the float base values
     return optimizer, scheduler
 
 
@@ -296,19 +302,32 @@ def batches(loader, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 
 
 @torch.no_grad()
-def score(run: SearchRun, batch_list, weights: Weights | Callable[[int], Weights] | None = None) -> tuple[float, float]:
+def score(run: SearchRun, batch_list, weights: Weights | Callable[[int], Weights] | None = None,
+          name: str = "score") -> tuple[float, float]:
     """(mean loss, accuracy) of the supernet in eval mode over `batch_list`; `weights` are mixing
-    weights, or a function of the batch index giving them (None: softmax of the alphas)."""
+    weights, or a function of the batch index giving them (None: softmax of the alphas). Each batch a
+    `forward_pass` (its graph `name`); one host read at the end."""
     meter = Meter(run.device)
     with eval_mode(run.supernet):
         for i, (x, y) in enumerate(batch_list):
             w = weights(i) if callable(weights) else weights
-            if w is None:  # at the alphas: under runtime.cuda_graphs a replay
-                loss, logits = run.graph("score", lambda x, y: run.loss_and_logits(x, y))(x, y)
-            else:  # given mixing weights choose the candidates that run on the host (Supernet._mixing)
-                loss, logits = run.loss_and_logits(x, y, w)
-            meter.add(loss, logits, y)
+            meter.add(*forward_pass(run, x, y, w, name), y)
     return meter.read()
+
+
+def forward_pass(run: SearchRun, x, y, weights: Weights | None = None, name: str = "score"):
+    """(loss, logits) of a forward-only pass (the caller holds eval mode and no_grad), at the alphas or at given
+    mixing weights. Under runtime.cuda_graphs a replay of the run's graph `name` (given weights: `name` +
+    "_given"): given weights are copied into its static inputs and mask every candidate (skip_zero False), so
+    which candidates run is no host decision; otherwise the candidates of weight 0 are skipped, as always.
+    The outputs are a graph's static tensors: use them before the next replay."""
+    if weights is None:
+        return run.graph(name, lambda x, y: run.loss_and_logits(x, y))(x, y)
+    if not run.graphs_on:  # the candidates that run chosen on the host (Supernet._mixing)
+        return run.loss_and_logits(x, y, weights)
+    masked = run.graph(f"{name}_given", lambda x, y, normal, reduce: run.loss_and_logits(
+        x, y, {"normal": normal, "reduce": reduce}, skip_zero=False))
+    return masked(x, y, *(weights[kind].to(run.device, torch.float32) for kind in CELL_TYPES))
 
 
 @torch.no_grad()

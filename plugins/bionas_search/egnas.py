@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from bionas import distributed
-from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, graphed_weight_step, late_start_errors
+from bionas.search.epochs import (EpochSearch, SearchRun, WeightTrainingOptions, forward_pass, graphed_weight_step,
+                                  late_start_errors)
 from bionas.seeds import stream_generator, stream_seed
 from bionas.space.genotype import CELL_TYPES
 from bionas.training import eval_mode
@@ -183,21 +184,28 @@ class EGNAS(EpochSearch):
     def _population_fitness(self, run, x, y, population: list[np.ndarray], current, current_accuracy: float):
         """(fitness, accuracy) of every candidate; in a distributed run each rank scores every world_size-th one."""
         rank, world_size = run.runtime.rank, run.runtime.world_size
-        mine = {i: self._fitness(run, x, y, z, current, current_accuracy)
-                for i, z in enumerate(population) if i % world_size == rank}
+        shape = current["normal"].shape
+        indices = [i for i in range(len(population)) if i % world_size == rank]
+        candidates = [candidate_weights(population[i], shape) for i in indices]
+        scores = self._scores(run, x, y, [mixing for _, mixing in candidates]).tolist()  # one host read
+        mine = {i: (compound_fitness(loss, accuracy, current_accuracy, similarity(current, rows).item(),
+                                     self.options.similarity_weight), accuracy)
+                for i, (rows, _), (loss, accuracy) in zip(indices, candidates, scores)}
         scored = {i: f for part in distributed.gather(mine) for i, f in part.items()}
         return [scored[i] for i in range(len(population))]
 
-    def _fitness(self, run, x, y, z: np.ndarray, current, current_accuracy: float) -> tuple[float, float]:
-        """(compound fitness, accuracy) of candidate z on the batch."""
-        candidate, mixing = candidate_weights(z, current["normal"].shape)
-        loss, logits = run.loss_and_logits(x, y, mixing)
-        accuracy = (logits.argmax(1) == y).float().mean()
-        loss, accuracy = torch.stack([loss, accuracy]).tolist()  # one device-host sync
-        sim = similarity(current, candidate).item()  # on the host
-        return compound_fitness(loss, accuracy, current_accuracy, sim, self.options.similarity_weight), accuracy
+    def _scores(self, run, x, y, mixings: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """(loss, accuracy) on the batch under each mixing, one row each, on the device: no host read, each
+        pass under runtime.cuda_graphs one replay (the mixing copied into its static inputs)."""
+        scores = torch.empty(len(mixings), 2, device=run.device)
+        for row, mixing in zip(scores, mixings):
+            loss, logits = forward_pass(run, x, y, mixing, name="fitness")
+            row.copy_(torch.stack([loss, (logits.argmax(1) == y).float().mean()]))  # before the next replay
+        return scores
 
     def _accuracy(self, run, x, y, mixing=None) -> float:
         """Accuracy on the batch of the current alphas, or of the given mixing weights."""
-        _, logits = run.loss_and_logits(x, y, mixing)
+        if mixing is not None:
+            return self._scores(run, x, y, [mixing])[0, 1].item()
+        _, logits = run.loss_and_logits(x, y)
         return (logits.argmax(1) == y).float().mean().item()

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from bionas.search import SearchResult
-from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, score, weight_step
+from bionas.search.epochs import EpochSearch, SearchRun, WeightTrainingOptions, score, sgd, weight_step
 from bionas.seeds import stream_generator
 from bionas.space import Genotype, derive_genotype
 from bionas.space.sampling import sample_genotypes, sample_weights
@@ -52,9 +52,11 @@ class RandomSearch(EpochSearch):
                                   "scored on, the same for every sample (randomNAS_release: 10).")
         top_k: int = Field(default=10, gt=0, description="Best samples re-scored on the whole architecture part (10).")
 
-    # Eager under runtime.cuda_graphs too: which candidates run, and which parameters get a gradient (hence
-    # weight decay and momentum), differs per sampled architecture; a graph would replay one sample's.
-    replayable = False
+    # Under runtime.cuda_graphs the scoring passes (validation, selection) replay with the sample masking every
+    # candidate: in eval mode without gradients that computes what skipping the unsampled ones does. The weight
+    # step stays eager (docs/search.md, "Random search under CUDA graphs"): masked, the unsampled candidates
+    # would still train (zero gradients decayed and carried by momentum, BatchNorm statistics moved, hebbian's
+    # gradient made in the forward), so it would no longer train only the sampled path.
 
     def search(self, supernet, data, runtime, checkpoint=None) -> SearchResult:
         if self.options.mode == "weight_sharing":
@@ -67,6 +69,13 @@ class RandomSearch(EpochSearch):
                   "genotype": genotype.to_dict(), "seconds": seconds}
         runtime.record(record)
         return SearchResult(genotype, [record], seconds)
+
+    def prepare(self, run: SearchRun) -> None:
+        # The weight step is eager, also under runtime.cuda_graphs, with today's foreach SGD: the fused one a
+        # capture needs fails on a parameter whose first gradient comes after its first step (a candidate
+        # sampled later), and every parameter of the eager step but the sampled path's has none.
+        run.optimizer, run.scheduler = sgd(run, self.options, replayed=False)
+        run.loader = run.data.loader("weights", self.options.batch_size)
 
     def before_epoch(self, run: SearchRun, epoch: int) -> dict[str, Any]:
         run.epoch_values["sampler"] = stream_generator(run.data.seed, epoch, _TRAIN)
@@ -82,7 +91,8 @@ class RandomSearch(EpochSearch):
     def validate(self, run: SearchRun, epoch: int) -> tuple[float, float]:
         """The expected accuracy of a random architecture: each batch under its own sample."""
         gen = stream_generator(run.data.seed, epoch, _VALID)
-        return score(run, self.arch_eval_loader(run), lambda i: sample_weights(run.supernet.space, gen))
+        return score(run, self.arch_eval_loader(run), lambda i: sample_weights(run.supernet.space, gen),
+                     name="sample_score")
 
     def select(self, run: SearchRun) -> dict[str, Any]:
         """Score `samples` architectures on `eval_batches` batches, re-score the top_k on the whole
@@ -95,12 +105,12 @@ class RandomSearch(EpochSearch):
         with Bar(o.samples + top_k, "random: scoring samples", run.runtime.quiet) as bar:
             quick = []
             for w in candidates:
-                quick.append(score(run, few, w))
+                quick.append(score(run, few, w, name="sample_score"))
                 bar.advance(1)
             top = sorted(range(o.samples), key=lambda i: (-quick[i][1], quick[i][0], i))[:top_k]
             full = {}
             for i in top:
-                full[i] = score(run, self.arch_eval_loader(run), candidates[i])
+                full[i] = score(run, self.arch_eval_loader(run), candidates[i], name="sample_score")
                 bar.advance(1)
         best = min(top, key=lambda i: (-full[i][1], full[i][0], i))
         run.state["genotype"] = derive_genotype(space, candidates[best]).to_dict()
