@@ -71,6 +71,28 @@ def test_random_weight_step_reads_nothing_on_the_host_and_runs_eagerly(mnist):
     assert isinstance(run.optimizer.param_groups[0]["lr"], float) and run.optimizer.defaults["foreach"]
 
 
+def test_a_masked_weight_step_would_train_unsampled_hebbian_candidates(mnist):
+    """Why random search's weight step stays eager (docs/search.md): masked by a one-hot sample, every
+    candidate runs, and hebbian's gradient, made in the forward from the candidate's own activity, reaches
+    the unsampled ones; bp's and fa's do not (they follow the output error, which the mask makes 0)."""
+    from bionas.seeds import stream_generator
+    from bionas.space.sampling import sample_weights
+
+    changed = {}
+    for rules in (("hebbian", "bp"), ("bp", "fa")):
+        strategy, run = started("random", mnist, graphs=False, rules=rules)
+        x, y = weight_batches(run, 1)[0]
+        weights = sample_weights(run.supernet.space, stream_generator(0, 7))
+        trained = []
+        for skip_zero in (True, False):
+            run.supernet.zero_grad(set_to_none=True)
+            F.cross_entropy(run.supernet(x, weights, skip_zero=skip_zero), y).backward()
+            trained.append({name for name, p in run.supernet.named_parameters()
+                            if p.grad is not None and p.grad.abs().sum() > 0 and "alphas" not in name})
+        changed[rules] = trained[1] - trained[0]
+    assert changed[("bp", "fa")] == set() and changed[("hebbian", "bp")]
+
+
 def egnas_mixings(run, count: int, seed: int):
     """`count` EG-NAS candidates' mixing weights, from CMA-ES-like samples around the uniform mixing."""
     from bionas_search.egnas import candidate_weights
