@@ -1,0 +1,107 @@
+"""PGD's and APGD's iterations as CUDA graph replays, shown on the CPU (docs/attacks.md, "CUDA graphs").
+
+What a CPU can show: a run reads nothing on the host (so each iteration can be captured), its operators
+do not depend on the data (so one capture serves every batch), and the graph-ready attack, replayed through
+the CPU stand-in backend of tests/test_graphs.py and padded to a fixed batch, gives the eager attack's
+adversarial images. The real capture: tests/test_cuda_graphs.py.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+import bionas
+from bionas.robustness import evaluate_robustness
+from sync_support import forbid_host_syncs, record_ops
+from test_graphs import CallAgain
+
+ATTACKS = [
+    ("pgd", {"steps": 6}),
+    ("pgd", {"steps": 4, "norm": "l2", "eps": 0.5, "restarts": 2}),
+    ("apgd", {"steps": 12}),  # checkpoints after iterations 2, 4, 6, 8 and 10 (periods 2, then 2 at least)
+    ("apgd", {"steps": 12, "loss": "dlr", "norm": "l2", "eps": 0.5, "restarts": 2}),
+]
+
+
+def small_model(seed: int = 0) -> nn.Module:
+    """A conv net with BatchNorm (eval mode: each image's logits are its own, which padding relies on)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    with torch.no_grad():  # statistics other than 0 and 1, so eval mode differs from train mode
+        model[1].running_mean.uniform_(-0.1, 0.1)
+        model[1].running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def batch(n: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 8, 8, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+
+def single_run(attack, model, x, y, seed=0):
+    return attack._single_run(model, x, y, torch.Generator().manual_seed(seed), False)
+
+
+@pytest.mark.parametrize("name,options", ATTACKS)
+def test_a_run_reads_nothing_on_the_host(name, options):
+    """Every iteration (APGD's checkpoints too) runs without a host read: a capture can record it."""
+    attack, model = bionas.get_attack(name, **options), small_model()
+    x, y = batch(5, seed=1)
+    single_run(attack, model, x, y)  # warm-up: lazy state outside the check
+    with forbid_host_syncs():
+        adversarial, _, _ = single_run(attack, model, x, y)
+    assert adversarial.shape == x.shape
+
+
+@pytest.mark.parametrize("name,options", ATTACKS)
+def test_the_operators_do_not_depend_on_the_data(name, options):
+    """Python decides nothing from the data: other images and labels dispatch the same operators."""
+    attack, model = bionas.get_attack(name, **options), small_model()
+    lists = []
+    for seed in (1, 2):
+        x, y = batch(5, seed)
+        with record_ops() as ops:
+            single_run(attack, model, x, y, seed)
+        lists.append(ops)
+    assert lists[0] == lists[1] and len(lists[0]) > options["steps"] * 10
+
+
+@pytest.mark.parametrize("name,options", ATTACKS)
+def test_replayed_padded_attack_gives_the_eager_adversarial_images(name, options):
+    """Batches of 5, 3 and 8 images, padded to 8 and replayed from one capture, give what the eager attack
+    gives on each batch as it is."""
+    eager = bionas.get_attack(name, **options)
+    graphed = bionas.get_attack(name, **options).with_cuda_graphs(True, 8)
+    graphed.graph_backend = backend = CallAgain()
+    model = small_model()
+    for seed, n in enumerate((5, 3, 8)):
+        x, y = batch(n, seed)
+        expected = eager.run(model, x, y, seed=seed).adversarial
+        assert torch.allclose(graphed.run(model, x, y, seed=seed).adversarial, expected, atol=1e-6)
+    ((_, step),) = graphed._graphs.values()
+    assert step.captured and step.eager_calls == 0 and backend.events.count("capture") == 1
+    assert step.replays > 2 * (options["steps"] - 3)  # the padded batches replayed too
+
+
+def test_the_evaluation_hands_the_setting_and_its_batch_to_the_attacks():
+    """evaluate_robustness(cuda_graphs=True) pads every batch of clean-correct points to its batch size and
+    reports what the eager evaluation reports."""
+    model, (x, y) = small_model(), batch(24, seed=5)
+    y = model(x).argmax(1)
+    y[::3] = (y[::3] + 1) % 10  # a third wrong when clean: the attacked batches are short
+    attack = bionas.get_attack("pgd", steps=5)
+    attack.graph_backend = CallAgain()
+    reports = [evaluate_robustness(model, x, y, [attack], ["4/255", "8/255"], batch_size=10, cuda_graphs=graphs)
+               for graphs in (False, True)]
+    assert [r.robust_accuracy for r in reports[0].rows] == [r.robust_accuracy for r in reports[1].rows]
+    assert reports[0].rows[0].attacked == 16
+
+
+def test_padding_is_per_image_and_off_without_graphs():
+    attack = bionas.get_attack("pgd")
+    x = torch.rand(3, 2)
+    assert attack.padded(x)[0] is x and attack.with_cuda_graphs(True, None).padded(x)[0] is x
+    (padded,) = attack.with_cuda_graphs(True, 5).padded(x)
+    assert torch.equal(padded[:3], x) and torch.equal(padded[3:], x[:1].expand(2, 2))
+    # rule gradients keep host-side state (brsf's clock): they never replay
+    assert not bionas.get_attack("pgd", gradient="rule").with_cuda_graphs(True, 5).replays
