@@ -201,9 +201,11 @@ class Attack(Plugin):
     def padded(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Under cuda_graphs, each tensor (N x ...) padded to `graph_batch` rows with copies of its first: every
         operation of an attack is per image (the model is in eval mode), so the padding changes no real row,
-        and the caller keeps the first N rows (the mask). Unchanged without graphs or for a larger batch."""
+        and the caller keeps the first N rows (the mask). Unchanged without graphs, off CUDA (unless a stand-in
+        backend captures) or for a larger batch."""
         size = self.graph_batch
-        if not self.replays or size is None:
+        on_device = self.graph_backend is not None or any(t.device.type == "cuda" for t in tensors)
+        if not self.replays or size is None or not on_device:  # nothing to capture: nothing to pad for
             return tensors
         return tuple(torch.cat([t, t[:1].expand(size - len(t), *t.shape[1:])]) if 0 < len(t) < size else t
                      for t in tensors)

@@ -97,10 +97,12 @@ def test_the_evaluation_hands_the_setting_and_its_batch_to_the_attacks():
     assert reports[0].rows[0].attacked == 16
 
 
-def test_padding_is_per_image_and_off_without_graphs():
+def test_padding_copies_the_first_image_and_is_off_without_graphs():
     attack = bionas.get_attack("pgd")
     x = torch.rand(3, 2)
     assert attack.padded(x)[0] is x and attack.with_cuda_graphs(True, None).padded(x)[0] is x
+    assert attack.with_cuda_graphs(True, 5).padded(x)[0] is x  # on the CPU nothing is captured
+    attack.graph_backend = CallAgain()
     (padded,) = attack.with_cuda_graphs(True, 5).padded(x)
     assert torch.equal(padded[:3], x) and torch.equal(padded[3:], x[:1].expand(2, 2))
     # rule gradients keep host-side state (brsf's clock): they never replay
