@@ -15,6 +15,10 @@ so that robust accuracies compare with published AutoAttack numbers:
 * the rises are counted against the loss of the step before, and the first step's against 0
   (AutoAttack reads an unfilled row of its loss history there, not the start point's loss);
 * per image it returns the last iterate that fooled the model, else the highest-loss iterate.
+
+Under runtime.cuda_graphs each iteration but the first and the last replays one CUDA graph
+(docs/attacks.md): an iteration maps the `State` tensors to new ones, and the checkpoints, at
+iterations fixed by `steps` alone, are torch.where on them; nothing reads a tensor on the host.
 """
 
 from __future__ import annotations
@@ -121,7 +125,9 @@ class APGD(bionas.Attack):
         since_check = 0
         checked_loss = state.best_loss.clone()
         halved_last = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        first, later = self._iteration(model, 1.0), self.step_graph(model, "iteration", self._iteration(model, MOMENTUM))
+        # The first iteration (momentum 1) runs eagerly; the later ones replay one capture under cuda_graphs.
+        first = self._iteration(model, 1.0)
+        later = self.step_graph(model, "iteration", self._iteration(model, MOMENTUM))
 
         for i in range(o.steps - 1):  # the last iterate needs no gradient: `steps` gradient computations in all
             state = State(*(first if i == 0 else later)(x, y, *state))
