@@ -107,3 +107,21 @@ def test_padding_copies_the_first_image_and_is_off_without_graphs():
     assert torch.equal(padded[:3], x) and torch.equal(padded[3:], x[:1].expand(2, 2))
     # rule gradients keep host-side state (brsf's clock): they never replay
     assert not bionas.get_attack("pgd", gradient="rule").with_cuda_graphs(True, 5).replays
+
+
+@pytest.mark.parametrize("name", ["pgd", "apgd"])
+def test_on_the_bionas_darts_network_with_its_rules(name):
+    """The network a run attacks (a genotype, mixed rules, exact gradients): no host read in a run, and the
+    replayed padded attack gives the eager images."""
+    from bionas.space import BIONAS_DARTS, Network
+
+    torch.manual_seed(0)
+    model = Network(BIONAS_DARTS, channels=4, cells=2, num_classes=10, in_channels=3, image_size=8).eval()
+    x, y = batch(4, seed=3)
+    eager = bionas.get_attack(name, steps=5)
+    single_run(eager, model, x, y)
+    with forbid_host_syncs():
+        single_run(eager, model, x, y)
+    graphed = bionas.get_attack(name, steps=5).with_cuda_graphs(True, 6)
+    graphed.graph_backend = CallAgain()
+    assert torch.allclose(graphed.run(model, x, y).adversarial, eager.run(model, x, y).adversarial, atol=1e-6)
