@@ -125,3 +125,27 @@ def test_on_the_bionas_darts_network_with_its_rules(name):
     graphed = bionas.get_attack(name, steps=5).with_cuda_graphs(True, 6)
     graphed.graph_backend = CallAgain()
     assert torch.allclose(graphed.run(model, x, y).adversarial, eager.run(model, x, y).adversarial, atol=1e-6)
+
+
+def test_an_apgd_checkpoint_runs_the_operators_of_any_other_iteration():
+    """The schedule (momentum, checkpoint, threshold) is data for the replay, not Python deciding kernels."""
+    from bionas.attacks import per_image
+    from bionas_attacks.apgd import State
+
+    attack, model = bionas.get_attack("apgd", steps=10), small_model()
+    x, y = batch(4, seed=4)
+    iteration = attack._iteration(model)
+    state = State(*(torch.rand(4, 3, 8, 8) if i in (0, 1, 2, 4, 6, 8) else torch.rand(4) for i in range(13)))
+    state = state._replace(step=torch.full((4, 1, 1, 1), 0.1), fooled=torch.zeros(4, dtype=torch.bool),
+                           halved_last=torch.tensor([True, False, True, False]))
+    lists, results = [], []
+    for momentum, at_check in ((1.0, False), (0.75, True)):
+        with record_ops() as ops:
+            results.append(iteration(x, y, torch.tensor(momentum), torch.tensor(at_check), torch.tensor(1.5), *state))
+        lists.append(ops)
+    assert lists[0] == lists[1]
+    plain, checked = results
+    # off a checkpoint the step and the last decisions stay; at one, the images it halves get half the step
+    assert torch.equal(plain.step, state.step) and torch.equal(plain.halved_last, state.halved_last)
+    assert torch.equal(checked.step, torch.where(per_image(checked.halved_last, x), state.step / 2, state.step))
+    assert torch.equal(checked.rises, torch.zeros(4)) and not torch.equal(plain.rises, torch.zeros(4))

@@ -16,9 +16,10 @@ so that robust accuracies compare with published AutoAttack numbers:
   (AutoAttack reads an unfilled row of its loss history there, not the start point's loss);
 * per image it returns the last iterate that fooled the model, else the highest-loss iterate.
 
-Under runtime.cuda_graphs each iteration but the first and the last replays one CUDA graph
-(docs/attacks.md): an iteration maps the `State` tensors to new ones, and the checkpoints, at
-iterations fixed by `steps` alone, are torch.where on them; nothing reads a tensor on the host.
+Under runtime.cuda_graphs each iteration but the last replays one CUDA graph (docs/attacks.md):
+an iteration maps the `State` tensors to new ones, checkpoint included (torch.where where the
+schedule, fixed by `steps` alone and given as device tensors, says so); nothing reads a tensor
+on the host.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class State(NamedTuple):
     best_grad: torch.Tensor
     last_loss: torch.Tensor
     rises: torch.Tensor  # steps whose loss rose since the last checkpoint
+    halved_last: torch.Tensor  # whether the last checkpoint halved the step
+    checked_loss: torch.Tensor  # the best loss at the last checkpoint
 
 
 def checkpoint_lengths(steps: int) -> tuple[int, int, int]:
@@ -121,30 +124,25 @@ class APGD(bionas.Attack):
             best_grad=grad.clone(),
             last_loss=torch.zeros_like(loss),  # AutoAttack compares the first step's loss with 0
             rises=torch.zeros(len(x), device=x.device),
+            halved_last=torch.ones(len(x), dtype=torch.bool, device=x.device),
+            checked_loss=loss.clone(),
         )
-        since_check = 0
-        checked_loss = state.best_loss.clone()
-        halved_last = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        # The first iteration (momentum 1) runs eagerly; the later ones replay one capture under cuda_graphs.
-        first = self._iteration(model, 1.0)
-        later = self.step_graph(model, "iteration", self._iteration(model, MOMENTUM))
+        # Per iteration, what the schedule (fixed by `steps` alone) says, as device tensors a replay reads:
+        # the momentum (1 on the first step) and whether a checkpoint follows, with its threshold rho * period.
+        def scalar(value, dtype=x.dtype):
+            return torch.tensor(value, dtype=dtype, device=x.device)
 
+        schedule, since_check = [], 0
         for i in range(o.steps - 1):  # the last iterate needs no gradient: `steps` gradient computations in all
-            state = State(*(first if i == 0 else later)(x, y, *state))
             since_check += 1
-            if since_check == period:
-                # A checkpoint, at iterations fixed by `steps` alone: tensor operations, no host read.
-                halve = (state.rises <= o.rho * period) | (~halved_last & (state.best_loss <= checked_loss))
-                back = per_image(halve, x)
-                state = state._replace(  # `previous` stays: the momentum term uses x_{k-1}
-                    step=torch.where(back, state.step / 2.0, state.step),
-                    adv=torch.where(back, state.best, state.adv),
-                    grad=torch.where(back, state.best_grad, state.grad),
-                    rises=torch.zeros_like(state.rises),
-                )
-                halved_last, checked_loss = halve, state.best_loss.clone()
-                since_check = 0
-                period = max(period - decrement, min_period)
+            at_check = since_check == period
+            momentum = 1.0 if i == 0 else MOMENTUM
+            schedule.append((scalar(momentum), scalar(at_check, torch.bool), scalar(o.rho * period)))
+            if at_check:
+                since_check, period = 0, max(period - decrement, min_period)
+        step = self.step_graph(model, "iteration", self._iteration(model))
+        for a, at_check, threshold in schedule:
+            state = State(*step(x, y, a, at_check, threshold, *state))
 
         # The last iterate: the step and its loss, no gradient.
         s = state
@@ -160,31 +158,42 @@ class APGD(bionas.Attack):
         adversarial = torch.where(per_image(fooled, x), fooling, best)
         return adversarial[:n], fooled[:n], o.steps
 
-    def _iteration(self, model, a):
+    def _iteration(self, model):
         """One APGD iteration but the last, as a function of tensors only (a StepGraph replays it): the momentum
-        step from the state, the new iterate's gradient and loss, and the bookkeeping of the fooling and best
-        iterates and of the loss rises, all with torch.where (no host read). `a`: 1 on the first step."""
+        step `a` from the state, the new iterate's gradient and loss, the bookkeeping of the fooling and best
+        iterates and of the loss rises, and where `at_check`, the checkpoint; all torch.where, no host read."""
         o = self.options
 
-        def iteration(x, y, *state):
+        def iteration(x, y, a, at_check, threshold, *state):
             s = State(*state)
             z = project(x, s.adv + s.step * normalized(s.grad, o.norm), o.eps, o.norm)
             adv = project(x, s.adv + (z - s.adv) * a + (s.adv - s.previous) * (1 - a), o.eps, o.norm)
             grad, logits, loss = input_gradient(model, adv, LOSSES[o.loss](y), o.gradient)
             now_fooled = logits.argmax(1) != y
             improved = loss > s.best_loss
+            best = torch.where(per_image(improved, x), adv, s.best)
+            best_loss = torch.where(improved, loss, s.best_loss)
+            best_grad = torch.where(per_image(improved, x), grad, s.best_grad)
+            rises = s.rises + (loss > s.last_loss).float()
+            # The checkpoint: halve the step where the loss rose on at most rho of the steps since the last one,
+            # or where it was not halved last time and the best loss has not improved; those images jump back
+            # to their best point and its gradient (`previous` stays: the momentum term uses x_{k-1}).
+            halve = (rises <= threshold) | (~s.halved_last & (best_loss <= s.checked_loss))
+            back = per_image(halve & at_check, x)
             return State(
-                adv=adv,
+                adv=torch.where(back, best, adv),
                 previous=s.adv.clone(),  # a copy: a replay's outputs must not alias its inputs
-                grad=grad,
-                step=s.step.clone(),
+                grad=torch.where(back, best_grad, grad),
+                step=torch.where(back, s.step / 2.0, s.step),
                 fooling=torch.where(per_image(now_fooled, x), adv, s.fooling),
                 fooled=s.fooled | now_fooled,
-                best=torch.where(per_image(improved, x), adv, s.best),
-                best_loss=torch.where(improved, loss, s.best_loss),
-                best_grad=torch.where(per_image(improved, x), grad, s.best_grad),
+                best=best,
+                best_loss=best_loss,
+                best_grad=best_grad,
                 last_loss=loss,
-                rises=s.rises + (loss > s.last_loss).float(),
+                rises=torch.where(at_check, torch.zeros_like(rises), rises),
+                halved_last=torch.where(at_check, halve, s.halved_last),
+                checked_loss=torch.where(at_check, best_loss, s.checked_loss),
             )
 
         return iteration
