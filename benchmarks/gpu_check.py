@@ -22,7 +22,8 @@ that compare them (CUDA graphs vs eager, batch 256 vs 64, bionas vs LR-NAS, mixe
                    and all bp, C=36, 20 cells, batch 96, bf16 autocast: images/s of a steady epoch, first step
     quickstart     `bionas run examples/quickstart.yaml --device cuda`: wall seconds and its accuracies
     attacks        PGD (10 steps), APGD (10 steps) and One-Pixel (population 400, 10 generations) images/s on an
-                   8-channel 5-cell bp network trained a few steps on synthetic data
+                   8-channel 5-cell bp network trained a few steps on synthetic data; on CUDA the iterations of
+                   PGD and APGD replay CUDA graphs (Attack.with_cuda_graphs, as runtime.cuda_graphs does)
     torchrun       a 1-process NCCL launch (torch.distributed.run) of a tiny spec through `bionas run`:
                    search, retrain, an attack; its exit status
     loader         (only when named in --only) the GPU-resident loader vs torchvision's DataLoader
@@ -261,10 +262,12 @@ def attacks_part(args) -> None:
                ("onepixel", {"population": 20 if args.tiny else 400, "generations": 2 if args.tiny else 10},
                 max(count // 4, 2)))
     for name, options, n in budgets:
+        graphs = device.type == "cuda" and name in ("pgd", "apgd")  # runtime.cuda_graphs: iterations replay
         label = f"{name} ({', '.join(f'{k} {v}' for k, v in options.items())}; {n} images), " \
-                f"{channels}-channel {cells}-cell bp network"
+                f"{channels}-channel {cells}-cell bp network" + (", CUDA graphs" if graphs else "")
         try:
-            attack = bionas.get_attack(name, **options)
+            # under graphs the warm-up's 2 images are padded to n: it warms up and captures what the timed run replays
+            attack = bionas.get_attack(name, **options).with_cuda_graphs(graphs, n)
             attack.run(model, images[:2], labels[:2])  # warm-up
             synchronize(device)
             started = time.perf_counter()

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from bionas.errors import BionasError
+from bionas.graphs import StepGraph
 from bionas.plugin import Plugin, PluginOptions
 from bionas.rules import exact_gradients
 from bionas.training import eval_mode
@@ -82,6 +83,9 @@ class Attack(Plugin):
     An attack crafted on another model (transfer) says so with `needs_surrogate`; the
     pipeline then trains one (the same genotype with backprop) and hands it over with
     `with_surrogate(model, label)`.
+
+    Under runtime.cuda_graphs the evaluation hands the setting over with `with_cuda_graphs(True, batch_size)`;
+    an iterative attack then runs each iteration as a replay of a `step_graph` (PGD, APGD; docs/attacks.md).
     """
 
     kind: ClassVar[str] = "attack"
@@ -89,6 +93,10 @@ class Attack(Plugin):
     budget: ClassVar[str | None] = "eps"
     work_unit: ClassVar[str] = "steps"
     one_step: ClassVar[bool] = False
+    # runtime.cuda_graphs (with_cuda_graphs): replay each iteration; pad batches to graph_batch images
+    cuda_graphs: bool = False
+    graph_batch: int | None = None
+    graph_backend: Any = None  # StepGraph's capture backend (None: CUDA's); the CPU tests put a stand-in here
 
     def __init__(self, options: Any = None, /, **kwargs: Any):
         super().__init__(options, **kwargs)
@@ -165,7 +173,42 @@ class Attack(Plugin):
         """A copy with some options changed (validated); other attributes (a surrogate) are kept."""
         new = copy.copy(self)
         new.options = type(self)(self.options.model_dump(), **changes).options
+        new._graphs = {}  # the captured iterations closed over the old options
         return new
+
+    def with_cuda_graphs(self, enabled: bool, batch_size: int | None = None) -> Attack:
+        """A copy whose iterations run as CUDA graph replays (`enabled`, on CUDA tensors), every batch padded to
+        `batch_size` images so that one capture serves batches of every size up to it."""
+        new = copy.copy(self)
+        new.cuda_graphs, new.graph_batch, new._graphs = enabled, batch_size, {}
+        return new
+
+    @property
+    def replays(self) -> bool:
+        """Whether iterations replay: under cuda_graphs with exact gradients (a rule's own backward keeps
+        host-side state, e.g. brsf's clock, so rule gradients run eagerly)."""
+        return self.cuda_graphs and self.gradient != "rule"
+
+    def step_graph(self, model: nn.Module, name: str, fn: Callable) -> StepGraph:
+        """The StepGraph of this attack's step `name` on `model` (made once, then reused across batches; `fn` closes
+        over the model and the options only: everything else it reads is an input)."""
+        graphs = self.__dict__.setdefault("_graphs", {})
+        key = (id(model), name)
+        if key not in graphs:  # the model is kept with its graph: its id cannot be reused while cached
+            graphs[key] = (model, StepGraph(fn, self.replays, backend=self.graph_backend))
+        return graphs[key][1]
+
+    def padded(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Under cuda_graphs, each tensor (N x ...) padded to `graph_batch` rows with copies of its first: every
+        operation of an attack is per image (the model is in eval mode), so the padding changes no real row,
+        and the caller keeps the first N rows (the mask). Unchanged without graphs, off CUDA (unless a stand-in
+        backend captures) or for a larger batch."""
+        size = self.graph_batch
+        on_device = self.graph_backend is not None or any(t.device.type == "cuda" for t in tensors)
+        if not self.replays or size is None or not on_device:  # nothing to capture: nothing to pad for
+            return tensors
+        return tuple(torch.cat([t, t[:1].expand(size - len(t), *t.shape[1:])]) if 0 < len(t) < size else t
+                     for t in tensors)
 
     # -- running -------------------------------------------------------------------------------
 

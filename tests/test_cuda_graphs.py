@@ -193,3 +193,26 @@ def test_replayed_retrain_steps_give_the_numbers_of_eager_ones(tmp_path, counted
         train(True, tmp_path, checkpoint, kill_at=1)
     resumed = train(True, tmp_path, checkpoint)
     assert_same_state(resumed.state_dict(), replayed.state_dict())
+
+
+@pytest.mark.parametrize("name,options", [("pgd", {"steps": 10}), ("apgd", {"steps": 20})])
+def test_replayed_attack_iterations_give_the_eager_adversarial_accuracy(name, options, counted):
+    """PGD's and APGD's iterations captured for real, the attacked batches padded to the evaluation's batch:
+    the robust accuracy of the eager evaluation, up to points whose gradient sign flips on a near-zero
+    component (the padded batch's kernels sum in another order): at most 3 of 96."""
+    from bionas.robustness import evaluate_robustness
+    from test_attack_graphs import batch, small_model
+
+    model, (x, y) = small_model().to(CUDA), batch(96, seed=5)
+    x, y = x.to(CUDA), y.to(CUDA)
+    y = model(x).argmax(1)
+    y[::3] = (y[::3] + 1) % 10  # a third wrong when clean: the attacked batches are short and padded
+    attack = bionas.get_attack(name, **options)
+    reports = []
+    for graphs in (False, True):
+        counted.clear()  # the eager run's StepGraphs are made too, disabled
+        reports.append(evaluate_robustness(model, x, y, [attack], ["2/255", "8/255"], batch_size=32,
+                                           cuda_graphs=graphs))
+    for eager, replayed in zip(reports[0].rows, reports[1].rows):
+        assert abs(eager.robust_accuracy - replayed.robust_accuracy) <= 3 / 96
+    assert counted and all(step.captured and step.replays > 0 for step in counted)

@@ -64,7 +64,7 @@ class AttackStage:
         report = evaluate_robustness(
             model, context.dataset.split("test"), attacks=items, points=spec.evaluation.points,
             batch_size=spec.evaluation.batch_size, device=runtime.device, seed=spec.seed, name=spec.name,
-            progress=None if runtime.quiet else progress,
+            progress=None if runtime.quiet else progress, cuda_graphs=runtime.cuda_graphs,
         )
         write_json(report_path, report.to_json())
         if spec.output.plots:

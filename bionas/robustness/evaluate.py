@@ -45,13 +45,15 @@ def evaluate_robustness(
     near_zero: float = 0.05,
     name: str | None = None,
     progress: Callable[[str], None] | None = None,
+    cuda_graphs: bool = False,
 ) -> RobustnessReport:
     """Attack `model` on the first `points` test points with every attack at every budget of its sweep.
 
     `images` is a tensor of [0, 1] images (with `labels`), a torch Dataset split or an
     unshuffled DataLoader. The model is moved to `device` (default: where its
     parameters are; "auto": cuda when available). Batch b of an attack is seeded with hash_seed(seed, attack
-    seed, b): the same call gives the same report.
+    seed, b): the same call gives the same report. `cuda_graphs` (runtime.cuda_graphs): the iterations of PGD
+    and APGD run as CUDA graph replays, each batch of clean-correct points padded to `batch_size`.
     """
     resolved = resolve_attacks(attacks, eps_sweep)
     data = TestPoints(images, labels, points, batch_size)
@@ -70,6 +72,7 @@ def evaluate_robustness(
         for attack, sweep in resolved:
             for eps in sweep if sweep is not None else [None]:
                 run = attack.with_options(eps=eps) if eps is not None else attack
+                run = run.with_cuda_graphs(cuda_graphs, batch_size) if cuda_graphs else run
                 if progress:
                     budget = format_eps(eps) if eps is not None else f"{run.budget}={run.budget_value}"
                     progress(f"{run.label} [{run.threat_model}] at {budget}")

@@ -105,11 +105,23 @@ class PGD(bionas.Attack):
 
     def _single_run(self, model, images, labels, generator, check):
         o = self.options
-        loss = LOSSES[o.loss](labels)
         adv = random_start(images, o.eps, o.norm, generator) if o.random_start else images.clone()
+        n = len(images)
+        x, y, adv = self.padded(images, labels, adv)  # drawn before padding: the same start with graphs or not
+        step = self.step_graph(model, "iteration", self._iteration(model))
         for _ in range(o.steps):
-            grad, _, _ = input_gradient(model, adv, loss, o.gradient)
-            adv = project(images, adv + self.step_size * normalized(grad, o.norm), o.eps, o.norm)
+            adv = step(x, y, adv)
+        adv = adv[:n].clone()  # a replay's output is rewritten by the next replay
         if not check:  # a single run: whether it fooled does not matter here
             return adv, torch.zeros_like(labels, dtype=torch.bool), o.steps
         return adv, predict(model, adv).argmax(1) != labels, o.steps
+
+    def _iteration(self, model):
+        """One PGD step as a function of tensors only (a StepGraph replays it): gradient, step, projection."""
+        o = self.options
+
+        def iteration(images, labels, adv):
+            grad, _, _ = input_gradient(model, adv, LOSSES[o.loss](labels), o.gradient)
+            return project(images, adv + self.step_size * normalized(grad, o.norm), o.eps, o.norm)
+
+        return iteration
