@@ -30,6 +30,7 @@ from bionas.pipeline import print_study_summary, print_summary, run_study, write
 from bionas.pipeline import run as run_pipeline
 from bionas.pipeline.study import parse_seeds, parse_shard
 from bionas.registry import get_registry
+from bionas.runtime import resolve_cuda_graphs
 from bionas.space.genotype import spec_genotype
 from bionas.spec import load_spec, spec_json_schema
 from bionas.terminal import console, err_console, warn
@@ -172,6 +173,7 @@ def attack(target, attacks, eps, points, batch_size, gradient, surrogate, seed, 
         points=points or None,
         batch_size=batch_size,
         device=device,
+        cuda_graphs=resolve_cuda_graphs("auto", resolve_device(device)),  # as a run's attacks stage: on CUDA
         seed=seed,
         name=loaded.name,
         progress=lambda message: err_console.print(f"attacking: {message}", highlight=False),
