@@ -22,6 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from bionas import FeedbackRule, PluginOptions
+from bionas.errors import BionasError
 from bionas.rules import add_buffer
 from bionas.rules.seeding import STEP_FLAG, draw, fans, layer_seed, seeded_draws, watch_optimizer_steps
 
@@ -192,6 +193,9 @@ class BatchRandomSignFeedback(ReferenceInit, FeedbackRule):
                 torch._foreach_add_([layer.feedback_step for layer in layers], flags)
                 torch._foreach_zero_(flags)
             else:
+                if torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing():  # frozen into a graph
+                    raise BionasError("brsf redraw: weight_update notices a step on the host, which a CUDA graph "
+                                      "replay cannot; use redraw: optimizer_step or runtime.cuda_graphs: false")
                 stepped = [layer.feedback_step for layer in layers if self._weight_changed(layer)]
                 if stepped:
                     torch._foreach_add_(stepped, 1)
